@@ -1,0 +1,233 @@
+"""Collect activation statistics: one pass of the decoder body over packed windows, hooks at the neuron sites.
+
+Streaming (memory does not grow with the corpus), batched, sharded over processes (`torchrun`: each rank takes
+every world-th window and the sums are all-reduced), and resumable from a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from langneurons.artifacts import load_tensors
+from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.errors import LangNeuronsError
+from langneurons.models import model_id, model_revision
+from langneurons.sites import NeuronSites, find_sites
+from langneurons.stats import KIND, ActivationStats, empty_stats
+
+
+class _StopForward(Exception):
+    """Raised by the last layer's hook: nothing after the last neuron site is needed."""
+
+
+class StatsRecorder:
+    """Forward hooks that add each layer's neuron statistics into per-layer float accumulators.
+
+    Per layer: count of `a > 0`, sum of `a`, sum of `a * a` over all positions except the first `skip` (BOS)
+    of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows.
+    """
+
+    def __init__(self, sites: NeuronSites, skip: int, track_sq: bool = True, stop_after_last: bool = True):
+        self.sites, self.skip, self.track_sq, self.stop_after_last = sites, skip, track_sq, stop_after_last
+        self.acc: list[torch.Tensor | None] = [None] * sites.n_layers  # [3, N] float64 per layer, on its device
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, layer: int):
+        last = layer == self.sites.n_layers - 1
+
+        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            x = output.detach()[:, self.skip :]
+            # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
+            # windows share its batch, so sharded and single-process runs agree to float64 rounding.
+            fired = torch.relu(x).sign_().sum(1)
+            sq = (x * x).sum(1) if self.track_sq else torch.zeros_like(fired)
+            batch = torch.stack([fired, x.sum(1), sq]).double().sum(1)
+            acc = self.acc[layer]
+            self.acc[layer] = batch if acc is None else acc.add_(batch)
+            if last and self.stop_after_last:
+                raise _StopForward
+
+        return hook
+
+    def __enter__(self) -> StatsRecorder:
+        self._handles = [act.register_forward_hook(self._hook(i)) for i, act in enumerate(self.sites.acts)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(over_zero int64 [L, N], sum float64, sum_sq float64) on the CPU; resets the accumulators."""
+        n = self.sites.n_neurons
+        acc = torch.stack([a.cpu() if a is not None else torch.zeros(3, n, dtype=torch.float64) for a in self.acc])
+        self.acc = [None] * self.sites.n_layers
+        return acc[:, 0].round().long(), acc[:, 1].contiguous(), acc[:, 2].contiguous()
+
+
+@torch.inference_mode()
+def run_body(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+    """Forward through the decoder body only (no LM head), stopping after the last neuron site."""
+    with contextlib.suppress(_StopForward):
+        model.base_model(input_ids=input_ids, use_cache=False)
+
+
+def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
+    """Group (global index, window) pairs into batches of equal length."""
+    batch: list[tuple[int, torch.Tensor]] = []
+    for item in enumerate(windows):
+        if batch and (len(batch) == batch_size or len(item[1]) != len(batch[0][1])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _shard() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(tensors: tuple[torch.Tensor, ...]) -> None:
+    if _shard()[1] > 1:
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+def collect_stats(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    corpus: Corpus,
+    max_tokens: int | None = 100_000,
+    window: int = 512,
+    batch_size: int = 4,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 64,
+    track_sq: bool = True,
+    split: str = "train",
+    progress: bool = True,
+) -> ActivationStats:
+    """Activation statistics of `model` over the `split` documents of each language of `corpus`.
+
+    Windows of `window` tokens (BOS first, BOS left out of the statistics), at most `max_tokens` tokens per
+    language. With `checkpoint`, progress is saved there after each language and every `checkpoint_every`
+    windows, and a rerun with the same arguments resumes. Under torchrun each rank takes every world-th window
+    and all ranks return the summed statistics (rank 0 writes the checkpoint).
+    """
+    if not corpus.languages:
+        raise LangNeuronsError("the corpus has no languages; give at least one")
+    if max_tokens is not None and max_tokens <= 0:
+        raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
+    if batch_size <= 0 or checkpoint_every <= 0:
+        raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+    sites = find_sites(model)
+    prefix = window_prefix(tokenizer)
+    rank, world = _shard()
+    device = model.get_input_embeddings().weight.device
+    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
+    meta = {
+        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "site": sites.describe(),
+        "corpus": corpus.describe(),
+        "collection": {**settings, "batch_size": batch_size, "world_size": world, "track_sq": track_sq},
+    }
+    stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta)
+    # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
+    done, resume_lang, resume_windows = _resume(checkpoint, stats, settings) if checkpoint else ([], None, 0)
+    group = batch_size * world  # windows of one step: each rank takes every world-th
+    step = group * max(1, checkpoint_every // group)
+
+    with StatsRecorder(sites, skip=len(prefix), track_sq=track_sq) as rec:
+        for k, lang in enumerate(corpus.languages):
+            if lang in done:
+                continue
+            skip_below = resume_windows if lang == resume_lang else 0
+            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+            bar = tqdm(total=max_tokens, desc=f"collect {lang}", unit="tok", disable=not progress or rank != 0)
+            n_local, seen = 0, 0
+            for batch in _batches(windows, group):
+                seen = batch[-1][0] + 1
+                mine = [w for i, w in batch if i >= skip_below and i % world == rank]
+                if mine:
+                    run_body(model, torch.stack(mine).to(device))
+                    n_local += sum(len(w) - len(prefix) for w in mine)
+                    bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
+                if checkpoint and seen % step == 0:
+                    _flush(rec, stats, k, n_local)
+                    n_local = 0
+                    if rank == 0:
+                        _save(stats, checkpoint, done, partial=(lang, seen))
+            bar.close()
+            _flush(rec, stats, k, n_local)
+            if stats.n_tokens[k] == 0:
+                raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
+            done.append(lang)
+            if checkpoint and rank == 0:
+                _save(stats, checkpoint, done, partial=None)
+            resume_lang = None
+    stats.meta["n_tokens"] = dict(zip(stats.languages, stats.n_tokens.tolist()))
+    if checkpoint and rank == 0:
+        stats.save(checkpoint)
+    return stats
+
+
+def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:
+    """Move the recorder's sums (all-reduced over ranks) into row `k` of `stats`."""
+    over_zero, total, total_sq = rec.take()
+    n = torch.tensor([n_local], dtype=torch.long)
+    _all_reduce((over_zero, total, total_sq, n))
+    stats.n_tokens[k] += n[0]
+    stats.over_zero[k] += over_zero
+    stats.sum[k] += total
+    if stats.sum_sq is not None:
+        stats.sum_sq[k] += total_sq
+
+
+def _save(stats: ActivationStats, path: str | Path, done: list[str], partial: tuple[str, int] | None) -> None:
+    """Write a checkpoint: the statistics so far, marked incomplete."""
+    meta = dict(stats.meta)
+    meta["incomplete"] = {"done": list(done), "partial": list(partial) if partial else None}
+    ActivationStats(stats.languages, stats.n_tokens, stats.over_zero, stats.sum, stats.sum_sq, meta).save(path)
+
+
+def _resume(path: str | Path, stats: ActivationStats, settings: dict[str, Any]) -> tuple[list[str], str | None, int]:
+    """Restore rows from a checkpoint into `stats`; returns (languages done, partial language, its windows)."""
+    path = Path(path)
+    if not path.exists():
+        return [], None, 0
+    tensors, meta = load_tensors(path, KIND)
+    if meta.get("model", {}).get("id") != stats.model_id or meta.get("site") != stats.meta["site"]:
+        raise LangNeuronsError(f"{path}: a checkpoint of another model; remove it or choose another output path")
+    old = {k: meta.get("collection", {}).get(k) for k in settings}
+    if old != settings or _source(meta.get("corpus", {})) != _source(stats.meta["corpus"]):
+        raise LangNeuronsError(
+            f"{path}: a checkpoint made with other settings or text ({old}); remove it or use the same settings"
+        )
+    state = meta.get("incomplete") or {"done": meta["languages"], "partial": None}
+    partial = state["partial"]
+    keep = [*state["done"], *([partial[0]] if partial else [])]
+    for lang in keep:
+        if lang in stats.languages:
+            src, dst = meta["languages"].index(lang), stats.languages.index(lang)
+            stats.n_tokens[dst] = tensors["n_tokens"][src]
+            stats.over_zero[dst] = tensors["over_zero"][src]
+            stats.sum[dst] = tensors["sum"][src]
+            if stats.sum_sq is not None and "sum_sq" in tensors:
+                stats.sum_sq[dst] = tensors["sum_sq"][src]
+    done = [lang for lang in state["done"] if lang in stats.languages]
+    return done, (partial[0] if partial else None), (int(partial[1]) if partial else 0)
+
+
+def _source(corpus: dict[str, Any]) -> dict[str, Any]:
+    """A corpus description without its language list: what must match for a checkpoint to be resumed."""
+    return {k: v for k, v in corpus.items() if k not in ("languages", "udhr_codes")}

@@ -1,0 +1,171 @@
+"""collect_stats against an independent hand-written loop; merging, resume, sharding and errors."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import SAMPLE, make_tiny, tiny_tokenizer
+
+import langneurons as ln
+from langneurons.corpus import Corpus
+
+TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
+
+
+def tiny(model_type: str = "llama", seed: int = 0):
+    model = make_tiny(model_type, seed)
+    model.langneurons_id = f"tiny-{model_type}"
+    return model
+
+
+@torch.no_grad()
+def reference_stats(model, tok, docs, window, max_tokens):
+    """Hand loop: build windows from the token stream, compute each neuron from the MLP input, count per token."""
+    stream = [t for d in docs for t in tok(d + "\n\n", add_special_tokens=False).input_ids][:max_tokens]
+    size = window - 1
+    windows = [[tok.bos_token_id, *stream[i : i + size]] for i in range(0, len(stream), size)]
+    gpt2 = model.config.model_type == "gpt2"
+    layers = model.transformer.h if gpt2 else model.model.layers
+    n_layers, n_neurons = len(layers), model.config.n_inner if gpt2 else model.config.intermediate_size
+    count = torch.zeros(n_layers, n_neurons, dtype=torch.long)
+    total = torch.zeros(n_layers, n_neurons, dtype=torch.float64)
+    total_sq = torch.zeros(n_layers, n_neurons, dtype=torch.float64)
+    for ids in windows:
+        inputs: dict[int, torch.Tensor] = {}
+        hooks = [
+            layer.mlp.register_forward_pre_hook(lambda _m, args, i=i, store=inputs: store.__setitem__(i, args[0]))
+            for i, layer in enumerate(layers)
+        ]
+        with torch.no_grad():
+            model(torch.tensor([ids]))
+        for h in hooks:
+            h.remove()
+        for i, layer in enumerate(layers):
+            x = inputs[i][0]
+            if gpt2:  # Conv1D: x @ W + b, then GELU (tanh approximation, "gelu_new")
+                a = F.gelu(x @ layer.mlp.c_fc.weight + layer.mlp.c_fc.bias, approximate="tanh")
+            else:
+                a = F.silu(x @ layer.mlp.gate_proj.weight.T)
+            for pos in range(1, len(ids)):  # position 0 is BOS: left out
+                for j in range(n_neurons):
+                    v = float(a[pos, j])
+                    count[i, j] += v > 0
+                    total[i, j] += v
+                    total_sq[i, j] += v * v
+    return len(stream), count, total, total_sq
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_matches_hand_loop(model_type):
+    model, tok = tiny(model_type), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"], "ru": TEXTS["ru"]}, heldout_every=0)
+    stats = ln.collect_stats(model, tok, corpus, max_tokens=150, window=20, batch_size=3, progress=False)
+    for k, lang in enumerate(["en", "ru"]):
+        n, count, total, total_sq = reference_stats(model, tok, TEXTS[lang], 20, 150)
+        assert stats.n_tokens[k] == n == 150
+        assert torch.equal(stats.over_zero[k], count)
+        torch.testing.assert_close(stats.sum[k], total, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(stats.sum_sq[k], total_sq, rtol=1e-5, atol=1e-4)
+
+
+def test_heldout_documents_are_never_collected():
+    model, tok = tiny(), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"]}, heldout_every=4)
+    stats = ln.collect_stats(model, tok, corpus, max_tokens=None, window=20, progress=False)
+    train = list(corpus.documents("en", "train"))
+    n, count, _, _ = reference_stats(model, tok, train, 20, None)
+    assert len(train) == 18 and stats.n_tokens[0] == n
+    assert torch.equal(stats.over_zero[0], count)
+
+
+def test_languages_collected_apart_merge_exactly():
+    model, tok = tiny(), tiny_tokenizer()
+    corpus = ln.from_texts(TEXTS, heldout_every=0)
+    args = {"max_tokens": 120, "window": 16, "progress": False}
+    whole = ln.collect_stats(model, tok, corpus, **args)
+    parts = ln.collect_stats(model, tok, corpus.select(["en", "de"]), **args) + ln.collect_stats(
+        model, tok, corpus.select(["fr", "ru", "zh"]), **args
+    )
+    assert parts.languages == whole.languages
+    for name in ("n_tokens", "over_zero", "sum", "sum_sq"):
+        assert torch.equal(getattr(parts, name), getattr(whole, name)), name
+
+
+class Interrupting:
+    """A document source that raises KeyboardInterrupt after `after` documents while `armed`."""
+
+    def __init__(self, docs, after):
+        self.docs, self.after, self.armed = docs, after, True
+
+    def __call__(self):
+        for i, doc in enumerate(self.docs):
+            if self.armed and i == self.after:
+                raise KeyboardInterrupt
+            yield doc
+
+
+def test_resume_after_interruption_gives_the_same_result(tmp_path):
+    model, tok = tiny(), tiny_tokenizer()
+    source = Interrupting(TEXTS["ru"], after=6)
+    corpus = Corpus({"en": lambda: iter(TEXTS["en"]), "ru": source, "zh": lambda: iter(TEXTS["zh"])},
+                    {"kind": "test"}, heldout_every=0)
+    args = {"max_tokens": 300, "window": 16, "batch_size": 2, "checkpoint_every": 2, "progress": False}
+    path = tmp_path / "stats.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        ln.collect_stats(model, tok, corpus, checkpoint=path, **args)
+    meta = ln.artifacts.read_meta(path)
+    assert meta["incomplete"]["done"] == ["en"] and meta["incomplete"]["partial"][0] == "ru"
+    with pytest.raises(ln.LangNeuronsError, match="interrupted collection"):
+        ln.ActivationStats.load(path)
+    source.armed = False
+    resumed = ln.collect_stats(model, tok, corpus, checkpoint=path, **args)
+    fresh = ln.collect_stats(model, tok, corpus, checkpoint=tmp_path / "fresh.safetensors", **args)
+    for name in ("n_tokens", "over_zero", "sum", "sum_sq"):
+        assert torch.equal(getattr(resumed, name), getattr(fresh, name)), name
+    assert torch.equal(ln.ActivationStats.load(path).over_zero, fresh.over_zero)
+    with pytest.raises(ln.LangNeuronsError, match="other settings"):
+        ln.collect_stats(model, tok, corpus, checkpoint=path, **{**args, "window": 32})
+
+
+def test_bad_input_errors():
+    model, tok = tiny(), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"], "xx": ["   "]}, heldout_every=0)
+    with pytest.raises(ln.LangNeuronsError, match="no text for language 'xx'"):
+        ln.collect_stats(model, tok, corpus, max_tokens=50, window=16, progress=False)
+    with pytest.raises(ln.LangNeuronsError, match="max_tokens must be positive"):
+        ln.collect_stats(model, tok, corpus, max_tokens=0, progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_gloo_processes_equal_one(tmp_path):
+    model, tok = tiny(), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for lang in ("en", "de", "zh"):
+        (texts / f"{lang}.txt").write_text("\n\n".join(TEXTS[lang]), "utf-8")
+    common = ["collect", "--model", str(tmp_path / "model"), "--corpus", str(texts), "--max-tokens", "200",
+              "--window", "16", "--batch-size", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda cmd: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    single = run([sys.executable, "-m", "langneurons.cli", *common, "-o", str(tmp_path / "one.safetensors")])
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    dist = run([*torchrun, "--master-port", str(free_port()), "-m", "langneurons.cli", *common, "-o", str(tmp_path / "two.safetensors")])
+    assert dist.returncode == 0, dist.stderr[-3000:]
+    one = ln.ActivationStats.load(tmp_path / "one.safetensors")
+    two = ln.ActivationStats.load(tmp_path / "two.safetensors")
+    assert two.meta["collection"]["world_size"] == 2
+    assert torch.equal(one.n_tokens, two.n_tokens) and torch.equal(one.over_zero, two.over_zero)
+    torch.testing.assert_close(one.sum, two.sum, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(one.sum_sq, two.sum_sq, rtol=1e-12, atol=1e-12)
