@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import SAMPLE, make_tiny, tiny_tokenizer
+from tiny import SAMPLE, TINY_CONFIGS, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.corpus import Corpus
+from langneurons.corpus import Corpus, pack_windows
+from langneurons.sites import find_sites
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 
@@ -161,7 +162,8 @@ def test_torchrun_two_gloo_processes_equal_one(tmp_path):
     single = run([sys.executable, "-m", "langneurons.cli", *common, "-o", str(tmp_path / "one.safetensors")])
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    dist = run([*torchrun, "--master-port", str(free_port()), "-m", "langneurons.cli", *common, "-o", str(tmp_path / "two.safetensors")])
+    two_path = str(tmp_path / "two.safetensors")
+    dist = run([*torchrun, "--master-port", str(free_port()), "-m", "langneurons.cli", *common, "-o", two_path])
     assert dist.returncode == 0, dist.stderr[-3000:]
     one = ln.ActivationStats.load(tmp_path / "one.safetensors")
     two = ln.ActivationStats.load(tmp_path / "two.safetensors")
@@ -169,3 +171,29 @@ def test_torchrun_two_gloo_processes_equal_one(tmp_path):
     assert torch.equal(one.n_tokens, two.n_tokens) and torch.equal(one.over_zero, two.over_zero)
     torch.testing.assert_close(one.sum, two.sum, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(one.sum_sq, two.sum_sq, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_CONFIGS))
+def test_every_family_matches_stored_activations(model_type):
+    """Per family: batched collection (with early exit) == statistics of activations stored one window at a time."""
+    model, tok = tiny(model_type), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"], "zh": TEXTS["zh"]}, heldout_every=0)
+    stats = ln.collect_stats(model, tok, corpus, max_tokens=40, window=12, batch_size=2, progress=False)
+    sites = find_sites(model)
+    for k, lang in enumerate(corpus.languages):
+        count = torch.zeros(sites.shape, dtype=torch.long)
+        total = torch.zeros(sites.shape, dtype=torch.float64)
+        for ids in pack_windows(tok, corpus.documents(lang), 12, 40):
+            stored: dict[int, torch.Tensor] = {}
+            hooks = [act.register_forward_hook(lambda _m, _i, out, i=i: stored.__setitem__(i, out.detach()))
+                     for i, act in enumerate(sites.acts)]
+            with torch.no_grad():
+                model(input_ids=ids[None])
+            for h in hooks:
+                h.remove()
+            for i in range(sites.n_layers):
+                a = stored[i].reshape(len(ids), -1)[1:].double()  # drop BOS
+                count[i] += (a > 0).sum(0)
+                total[i] += a.sum(0)
+        assert torch.equal(stats.over_zero[k], count), lang
+        torch.testing.assert_close(stats.sum[k], total, rtol=1e-5, atol=1e-5)

@@ -76,6 +76,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
     from langneurons.collect import collect_stats
     from langneurons.models import load_model
 
+    for name in ("max_tokens", "window", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise LangNeuronsError(f"{name} must be positive, got {value}")
     _init_distributed()
     corpus = _corpus(args)
     model, tok = load_model(args.model, dtype=args.dtype, device=_device(args))

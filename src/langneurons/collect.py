@@ -38,12 +38,16 @@ class StatsRecorder:
         self.sites, self.skip, self.track_sq, self.stop_after_last = sites, skip, track_sq, stop_after_last
         self.acc: list[torch.Tensor | None] = [None] * sites.n_layers  # [3, N] float64 per layer, on its device
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.input_shape: tuple[int, int] = (0, 0)
 
     def _hook(self, layer: int):
         last = layer == self.sites.n_layers - 1
 
         def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            x = output.detach()[:, self.skip :]
+            a = output.detach()
+            if a.dim() == 2:  # MLPs that see [batch * seq, hidden] (OPT)
+                a = a.view(*self.input_shape, -1)
+            x = a[:, self.skip :]
             # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
             # windows share its batch, so sharded and single-process runs agree to float64 rounding.
             fired = torch.relu(x).sign_().sum(1)
@@ -65,19 +69,20 @@ class StatsRecorder:
             h.remove()
         self._handles = []
 
+    @torch.inference_mode()
+    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+        """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
+        the pass stops after the last neuron site."""
+        self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
+        with contextlib.suppress(_StopForward):
+            model.base_model(input_ids=input_ids, use_cache=False)
+
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(over_zero int64 [L, N], sum float64, sum_sq float64) on the CPU; resets the accumulators."""
         n = self.sites.n_neurons
         acc = torch.stack([a.cpu() if a is not None else torch.zeros(3, n, dtype=torch.float64) for a in self.acc])
         self.acc = [None] * self.sites.n_layers
         return acc[:, 0].round().long(), acc[:, 1].contiguous(), acc[:, 2].contiguous()
-
-
-@torch.inference_mode()
-def run_body(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
-    """Forward through the decoder body only (no LM head), stopping after the last neuron site."""
-    with contextlib.suppress(_StopForward):
-        model.base_model(input_ids=input_ids, use_cache=False)
 
 
 def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
@@ -159,7 +164,7 @@ def collect_stats(
                 seen = batch[-1][0] + 1
                 mine = [w for i, w in batch if i >= skip_below and i % world == rank]
                 if mine:
-                    run_body(model, torch.stack(mine).to(device))
+                    rec.run(model, torch.stack(mine).to(device))
                     n_local += sum(len(w) - len(prefix) for w in mine)
                     bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
                 if checkpoint and seen % step == 0:

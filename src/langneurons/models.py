@@ -25,6 +25,7 @@ import torch
 import transformers
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from langneurons.artifacts import write_json
 from langneurons.cache import cache_dir
@@ -215,8 +216,15 @@ def _install(out: Path, target: Path, work: Path, sha256: str) -> None:
 def _from_pretrained(source: str, kwargs: dict[str, Any], tokenizer_kwargs: dict[str, Any]) -> tuple[
     PreTrainedModel, PreTrainedTokenizerBase
 ]:
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_kwargs)
+    quiet = hf_logging.is_progress_bar_enabled()
+    if quiet:  # a per-tensor "Loading weights" bar for a load of seconds is noise
+        hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_kwargs)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
