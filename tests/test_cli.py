@@ -7,6 +7,7 @@ import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 from langneurons.cli import main
+from langneurons.errors import LangNeuronsError
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
 
@@ -80,9 +81,15 @@ def test_bad_input_is_one_line(workdir, tmp_path, capsys, argv, message):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_neuron_set_for_another_model_is_refused(workdir, tmp_path):
-    assert collect(workdir, tmp_path / "s.safetensors", "--languages", "en,de") == 0
-    stats = ActivationStats.load(tmp_path / "s.safetensors")
+def test_neuron_set_for_another_model_is_refused():
     neurons = NeuronSet(["en"], torch.zeros(1, 18, 2048, dtype=torch.bool), {"model": {"id": "google/gemma-3-270m"}})
-    with pytest.raises(Exception, match="does not fit"):
-        neurons.check_shape(stats.n_layers, stats.n_neurons, stats.model_id)
+    message = r"made for google/gemma-3-270m \(18 layers x 2048 neurons\) does not fit unnamed-llama \(2 x 48\)"
+    with pytest.raises(LangNeuronsError, match=message):
+        neurons.check_model(make_tiny("llama"))
+    NeuronSet(["en"], torch.zeros(1, 2, 48, dtype=torch.bool)).check_model(make_tiny("llama"))
+
+
+def test_languages_lists_udhr_codes(capsys):
+    assert main(["languages", "--search", "german"]) == 0
+    out = capsys.readouterr().out
+    assert "deu_1996" in out and "de" in out

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import SAMPLE, TINY_CONFIGS, make_tiny, tiny_tokenizer
+from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.corpus import Corpus, pack_windows
@@ -36,15 +36,7 @@ def reference_stats(model, tok, docs, window, max_tokens):
     total = torch.zeros(n_layers, n_neurons, dtype=torch.float64)
     total_sq = torch.zeros(n_layers, n_neurons, dtype=torch.float64)
     for ids in windows:
-        inputs: dict[int, torch.Tensor] = {}
-        hooks = [
-            layer.mlp.register_forward_pre_hook(lambda _m, args, i=i, store=inputs: store.__setitem__(i, args[0]))
-            for i, layer in enumerate(layers)
-        ]
-        with torch.no_grad():
-            model(torch.tensor([ids]))
-        for h in hooks:
-            h.remove()
+        inputs = capture(model, [layer.mlp for layer in layers], torch.tensor([ids]), inputs=True)
         for i, layer in enumerate(layers):
             x = inputs[i][0]
             if gpt2:  # Conv1D: x @ W + b, then GELU (tanh approximation, "gelu_new")
@@ -184,13 +176,7 @@ def test_every_family_matches_stored_activations(model_type):
         count = torch.zeros(sites.shape, dtype=torch.long)
         total = torch.zeros(sites.shape, dtype=torch.float64)
         for ids in pack_windows(tok, corpus.documents(lang), 12, 40):
-            stored: dict[int, torch.Tensor] = {}
-            hooks = [act.register_forward_hook(lambda _m, _i, out, i=i: stored.__setitem__(i, out.detach()))
-                     for i, act in enumerate(sites.acts)]
-            with torch.no_grad():
-                model(input_ids=ids[None])
-            for h in hooks:
-                h.remove()
+            stored = capture(model, sites.acts, ids[None])
             for i in range(sites.n_layers):
                 a = stored[i].reshape(len(ids), -1)[1:].double()  # drop BOS
                 count[i] += (a > 0).sum(0)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import capture
 
 import langneurons as ln
 from langneurons.cli import main
@@ -26,13 +27,8 @@ def test_statistics_match_gelu_of_the_gate_computed_by_hand(gemma, udhr5):
         total = torch.zeros(18, 2048, dtype=torch.float64)
         for ids in pack_windows(tok, udhr5.documents(lang), 128, 300):
             assert ids[0] == tok.bos_token_id == 2
-            inputs: dict[int, torch.Tensor] = {}
-            hooks = [layer.mlp.register_forward_pre_hook(lambda _m, a, i=i: inputs.__setitem__(i, a[0]))
-                     for i, layer in enumerate(layers)]
+            inputs = capture(model, [layer.mlp for layer in layers], ids[None], inputs=True)
             with torch.no_grad():
-                model(input_ids=ids[None])
-                for h in hooks:
-                    h.remove()
                 for i, layer in enumerate(layers):
                     gate = inputs[i][0, 1:] @ layer.mlp.gate_proj.weight.T  # BOS left out
                     a = F.gelu(gate, approximate="tanh").double()

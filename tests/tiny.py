@@ -102,3 +102,23 @@ def make_tiny(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float32
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
+
+
+@torch.no_grad()
+def capture(model, modules, input_ids: torch.Tensor, inputs: bool = False) -> list[torch.Tensor]:
+    """Run `model` once on `input_ids`; return each module's output (or, with `inputs`, its first input)."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(i: int):
+        if inputs:
+            return lambda _m, args: seen.__setitem__(i, args[0].detach())
+        return lambda _m, _args, out: seen.__setitem__(i, out.detach())
+
+    register = "register_forward_pre_hook" if inputs else "register_forward_hook"
+    handles = [getattr(m, register)(keep(i)) for i, m in enumerate(modules)]
+    try:
+        model(input_ids=input_ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return [seen[i] for i in range(len(modules))]

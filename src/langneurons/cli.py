@@ -1,4 +1,4 @@
-"""The `langneurons` command: collect, identify, merge, info, demo."""
+"""The `langneurons` command: collect, identify, merge, info, languages, demo."""
 
 from __future__ import annotations
 
@@ -155,6 +155,18 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{neurons.count()} distinct neurons")
 
 
+def cmd_languages(args: argparse.Namespace) -> None:
+    from langneurons.corpus import udhr_languages
+
+    rows = [{"code": e.get("code"), "bcp47": e.get("bcp47"), "iso6393": e.get("iso6393"), "name": e.get("name")}
+            for e in udhr_languages()]
+    if args.search:
+        needle = args.search.lower()
+        rows = [r for r in rows if any(needle in str(v).lower() for v in r.values())]
+    print(format_table(rows))
+    print(f"{len(rows)} UDHR texts; pass ISO 639-1/3 codes (en, deu), BCP-47 tags (zh-Hant) or these codes")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from langneurons.collect import collect_stats
     from langneurons.corpus import udhr
@@ -251,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("file")
     f.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     f.set_defaults(func=cmd_info)
+
+    g = sub.add_parser("languages", help="list the languages of the embedded UDHR corpus")
+    g.add_argument("--search", help="only rows containing this text (e.g. 'german', 'cmn')")
+    g.set_defaults(func=cmd_languages)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: collect, LAPE, table and plot",
                        description="Collect statistics of the embedded gemma-3-270m over the UDHR, identify "

@@ -332,16 +332,13 @@ def load_model(
 
 
 def model_id(model: PreTrainedModel) -> str:
-    """A stable id for artifact metadata: the hub id, the embedded model's source id, or the local path."""
+    """A stable id for artifact metadata: the hub id, the embedded model's source id, or the local path
+    (for a model built in memory, "unnamed-<model_type>")."""
     recorded = getattr(model, "langneurons_id", None)
     if recorded:
         return str(recorded)
-    name = getattr(getattr(model, "config", None), "_name_or_path", None)
-    if not name:
-        raise LangNeuronsError(
-            f"{type(model).__name__} carries no model id; load it with langneurons.models.load_model"
-        )
-    return str(name)
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_name_or_path", None) or f"unnamed-{getattr(config, 'model_type', 'model')}")
 
 
 def model_revision(model: PreTrainedModel) -> str | None:

@@ -118,6 +118,13 @@ class NeuronSet:
                 f"{model or 'this model'} ({n_layers} x {n_neurons}); identify neurons on this model"
             )
 
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Fail clearly unless this set fits `model`'s neuron sites (layers x neurons)."""
+        from langneurons.models import model_id
+        from langneurons.sites import find_sites
+
+        self.check_shape(*find_sites(model).shape, model=model_id(model))
+
     def summary(self) -> list[dict[str, Any]]:
         """One row per language: size, and the layers holding most of its neurons."""
         rows = []
