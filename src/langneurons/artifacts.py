@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +46,13 @@ def write_json(path: str | Path, data: Any) -> None:
     write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8"))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Save tensors with `meta` as JSON in the safetensors header, atomically."""
+def save_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save tensors with `meta` (plus kind, library version and date) as JSON in the safetensors header,
+    atomically."""
+    from langneurons import __version__
+
+    meta = {**meta, "kind": kind, "library_version": __version__}
+    meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {META_KEY: json.dumps(meta, ensure_ascii=False)}
     write_atomic(path, lambda p: save_file(contiguous, str(p), metadata=header))

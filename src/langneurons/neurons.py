@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import torch
 
-from langneurons import __version__
 from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.errors import LangNeuronsError
 
@@ -138,14 +136,11 @@ class NeuronSet:
         """Write safetensors with the JSON metadata in its header, atomically."""
         meta = {
             **self.meta,
-            "kind": KIND,
-            "library_version": __version__,
             "languages": self.languages,
             "shape": {"layers": self.shape[0], "neurons": self.shape[1]},
             "counts": {lang: self.count(lang) for lang in self.languages},
         }
-        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        save_tensors(path, {"masks": self.masks}, meta)
+        save_tensors(path, KIND, {"masks": self.masks}, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:

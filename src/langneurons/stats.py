@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from langneurons import __version__
 from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.errors import LangNeuronsError
 
@@ -138,14 +136,11 @@ class ActivationStats:
         """Write safetensors with the JSON metadata in its header, atomically."""
         meta = {
             **self.meta,
-            "kind": KIND,
-            "library_version": __version__,
             "languages": self.languages,
             "n_tokens": dict(zip(self.languages, self.n_tokens.tolist())),
             "shape": {"layers": self.n_layers, "neurons": self.n_neurons},
         }
-        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        save_tensors(path, self.tensors(), meta)
+        save_tensors(path, KIND, self.tensors(), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationStats:
