@@ -183,3 +183,22 @@ def test_every_family_matches_stored_activations(model_type):
                 total[i] += a.sum(0)
         assert torch.equal(stats.over_zero[k], count), lang
         torch.testing.assert_close(stats.sum[k], total, rtol=1e-5, atol=1e-5)
+
+
+def test_hidden_state_means_match_layer_outputs(tmp_path):
+    model, tok = tiny("gpt2"), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"], "de": TEXTS["de"]}, heldout_every=0)
+    path = tmp_path / "h.safetensors"
+    stats = ln.collect_stats(model, tok, corpus, max_tokens=60, window=16, batch_size=2, hidden=True,
+                             checkpoint=path, progress=False)
+    sites = find_sites(model)
+    for k, lang in enumerate(corpus.languages):
+        total = torch.zeros(2, 32, dtype=torch.float64)
+        for ids in pack_windows(tok, corpus.documents(lang), 16, 60):
+            outs = capture(model, sites.layers, ids[None])
+            total += torch.stack([(o[0] if isinstance(o, tuple) else o)[0, 1:].double().sum(0) for o in outs])
+        torch.testing.assert_close(stats.hidden_sum[k], total, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(stats.mean_hidden()[k], total / 60)
+    assert torch.equal(ln.ActivationStats.load(path).hidden_sum, stats.hidden_sum)
+    with pytest.raises(ln.LangNeuronsError, match="hidden=True"):
+        ln.collect_stats(model, tok, corpus, max_tokens=30, window=16, progress=False).mean_hidden()

@@ -86,7 +86,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     stats = collect_stats(
         model, tok, corpus, max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size,
-        checkpoint=args.output, track_sq=not args.no_sq, progress=not args.quiet,
+        checkpoint=args.output, track_sq=not args.no_sq, hidden=args.hidden, progress=not args.quiet,
     )
     took = time.perf_counter() - start
     if int(os.environ.get("RANK", "0")) == 0:
@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--window", type=int, default=512, help="tokens per packed window, BOS included (default 512)")
     c.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     c.add_argument("--no-sq", action="store_true", help="skip the sum of squares (no variance)")
+    c.add_argument("--hidden", action="store_true",
+                   help="also record each layer's mean hidden state (for residual DiffMean steering)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("-o", "--output", default="stats.safetensors", help="statistics file (also the checkpoint)")
     c.set_defaults(func=cmd_collect)

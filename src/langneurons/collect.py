@@ -31,37 +31,59 @@ class StatsRecorder:
     """Forward hooks that add each layer's neuron statistics into per-layer float accumulators.
 
     Per layer: count of `a > 0`, sum of `a`, sum of `a * a` over all positions except the first `skip` (BOS)
-    of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows.
+    of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows. With
+    `hidden`, also the sum of each decoder layer's output (the residual stream), for residual steering.
     """
 
-    def __init__(self, sites: NeuronSites, skip: int, track_sq: bool = True, stop_after_last: bool = True):
-        self.sites, self.skip, self.track_sq, self.stop_after_last = sites, skip, track_sq, stop_after_last
-        self.acc: list[torch.Tensor | None] = [None] * sites.n_layers  # [3, N] float64 per layer, on its device
+    def __init__(self, sites: NeuronSites, skip: int, track_sq: bool = True, hidden: bool = False,
+                 stop_after_last: bool = True):
+        self.sites, self.skip, self.track_sq, self.hidden = sites, skip, track_sq, hidden
+        self.stop_after_last = stop_after_last
+        self.acc: dict[tuple[str, int], torch.Tensor] = {}  # (kind, layer) -> float64 sums on the layer's device
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.input_shape: tuple[int, int] = (0, 0)
 
-    def _hook(self, layer: int):
-        last = layer == self.sites.n_layers - 1
+    def _window_sums(self, output: torch.Tensor | tuple) -> torch.Tensor:
+        """[batch, seq, width] (or OPT's [batch * seq, width]) -> per-window sums without the BOS positions."""
+        a = (output[0] if isinstance(output, tuple) else output).detach()
+        if a.dim() == 2:
+            a = a.view(*self.input_shape, -1)
+        return a[:, self.skip :]
+
+    def _add(self, key: tuple[str, int], batch: torch.Tensor) -> None:
+        # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
+        # windows share its batch, so sharded and single-process runs agree to float64 rounding.
+        total = batch.double().sum(0)
+        acc = self.acc.get(key)
+        self.acc[key] = total if acc is None else acc.add_(total)
+
+    def _neuron_hook(self, layer: int):
+        stop = self.stop_after_last and not self.hidden and layer == self.sites.n_layers - 1
 
         def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            a = output.detach()
-            if a.dim() == 2:  # MLPs that see [batch * seq, hidden] (OPT)
-                a = a.view(*self.input_shape, -1)
-            x = a[:, self.skip :]
-            # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
-            # windows share its batch, so sharded and single-process runs agree to float64 rounding.
+            x = self._window_sums(output)
             fired = torch.relu(x).sign_().sum(1)
             sq = (x * x).sum(1) if self.track_sq else torch.zeros_like(fired)
-            batch = torch.stack([fired, x.sum(1), sq]).double().sum(1)
-            acc = self.acc[layer]
-            self.acc[layer] = batch if acc is None else acc.add_(batch)
-            if last and self.stop_after_last:
+            self._add(("neurons", layer), torch.stack([fired, x.sum(1), sq], dim=-2))
+            if stop:
+                raise _StopForward
+
+        return hook
+
+    def _hidden_hook(self, layer: int):
+        stop = self.stop_after_last and layer == self.sites.n_layers - 1
+
+        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> None:
+            self._add(("hidden", layer), self._window_sums(output).sum(1)[:, None])
+            if stop:
                 raise _StopForward
 
         return hook
 
     def __enter__(self) -> StatsRecorder:
-        self._handles = [act.register_forward_hook(self._hook(i)) for i, act in enumerate(self.sites.acts)]
+        self._handles = [act.register_forward_hook(self._neuron_hook(i)) for i, act in enumerate(self.sites.acts)]
+        if self.hidden:
+            self._handles += [m.register_forward_hook(self._hidden_hook(i)) for i, m in enumerate(self.sites.layers)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -72,17 +94,24 @@ class StatsRecorder:
     @torch.inference_mode()
     def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
         """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
-        the pass stops after the last neuron site."""
+        the pass stops after the last site it needs."""
         self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
         with contextlib.suppress(_StopForward):
             model.base_model(input_ids=input_ids, use_cache=False)
 
-    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(over_zero int64 [L, N], sum float64, sum_sq float64) on the CPU; resets the accumulators."""
-        n = self.sites.n_neurons
-        acc = torch.stack([a.cpu() if a is not None else torch.zeros(3, n, dtype=torch.float64) for a in self.acc])
-        self.acc = [None] * self.sites.n_layers
-        return acc[:, 0].round().long(), acc[:, 1].contiguous(), acc[:, 2].contiguous()
+    def take(self) -> dict[str, torch.Tensor]:
+        """The sums so far on the CPU, by ActivationStats field name ([L, N], hidden [L, H]); resets them."""
+        n_layers, n = self.sites.n_layers, self.sites.n_neurons
+        zero = torch.zeros(3, n, dtype=torch.float64)
+        neurons = torch.stack([self.acc.get(("neurons", i), zero).cpu() for i in range(n_layers)])
+        out = {"over_zero": neurons[:, 0].round().long(), "sum": neurons[:, 1].contiguous()}
+        if self.track_sq:
+            out["sum_sq"] = neurons[:, 2].contiguous()
+        if self.hidden:
+            out["hidden_sum"] = torch.stack([self.acc[("hidden", i)].cpu()[0] for i in range(n_layers)]) \
+                if ("hidden", 0) in self.acc else None
+        self.acc = {}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
@@ -119,6 +148,7 @@ def collect_stats(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 64,
     track_sq: bool = True,
+    hidden: bool = False,
     split: str = "train",
     progress: bool = True,
 ) -> ActivationStats:
@@ -127,7 +157,8 @@ def collect_stats(
     Windows of `window` tokens (BOS first, BOS left out of the statistics), at most `max_tokens` tokens per
     language. With `checkpoint`, progress is saved there after each language and every `checkpoint_every`
     windows, and a rerun with the same arguments resumes. Under torchrun each rank takes every world-th window
-    and all ranks return the summed statistics (rank 0 writes the checkpoint).
+    and all ranks return the summed statistics (rank 0 writes the checkpoint). `hidden` also records the mean
+    output of each decoder layer (needed by residual DiffMean steering).
     """
     if not corpus.languages:
         raise LangNeuronsError("the corpus has no languages; give at least one")
@@ -139,20 +170,24 @@ def collect_stats(
     prefix = window_prefix(tokenizer)
     rank, world = _shard()
     device = model.get_input_embeddings().weight.device
-    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
+    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix),
+                "track_sq": track_sq, "hidden": hidden}
     meta = {
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world, "track_sq": track_sq},
+        "collection": {**settings, "batch_size": batch_size, "world_size": world},
     }
-    stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta)
+    hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
+    stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta, hidden_size)
+    if not track_sq:
+        stats.sum_sq = None
     # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
     done, resume_lang, resume_windows = _resume(checkpoint, stats, settings) if checkpoint else ([], None, 0)
     group = batch_size * world  # windows of one step: each rank takes every world-th
     step = group * max(1, checkpoint_every // group)
 
-    with StatsRecorder(sites, skip=len(prefix), track_sq=track_sq) as rec:
+    with StatsRecorder(sites, skip=len(prefix), track_sq=track_sq, hidden=hidden) as rec:
         for k, lang in enumerate(corpus.languages):
             if lang in done:
                 continue
@@ -188,21 +223,17 @@ def collect_stats(
 
 def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:
     """Move the recorder's sums (all-reduced over ranks) into row `k` of `stats`."""
-    over_zero, total, total_sq = rec.take()
-    n = torch.tensor([n_local], dtype=torch.long)
-    _all_reduce((over_zero, total, total_sq, n))
-    stats.n_tokens[k] += n[0]
-    stats.over_zero[k] += over_zero
-    stats.sum[k] += total
-    if stats.sum_sq is not None:
-        stats.sum_sq[k] += total_sq
+    sums = {**rec.take(), "n_tokens": torch.tensor(n_local, dtype=torch.long)}
+    _all_reduce(tuple(sums.values()))
+    rows = stats.tensors()
+    for name, value in sums.items():
+        rows[name][k] += value
 
 
 def _save(stats: ActivationStats, path: str | Path, done: list[str], partial: tuple[str, int] | None) -> None:
     """Write a checkpoint: the statistics so far, marked incomplete."""
-    meta = dict(stats.meta)
-    meta["incomplete"] = {"done": list(done), "partial": list(partial) if partial else None}
-    ActivationStats(stats.languages, stats.n_tokens, stats.over_zero, stats.sum, stats.sum_sq, meta).save(path)
+    meta = {**stats.meta, "incomplete": {"done": list(done), "partial": list(partial) if partial else None}}
+    ActivationStats.from_tensors(stats.languages, stats.tensors(), meta).save(path)
 
 
 def _resume(path: str | Path, stats: ActivationStats, settings: dict[str, Any]) -> tuple[list[str], str | None, int]:
@@ -220,15 +251,12 @@ def _resume(path: str | Path, stats: ActivationStats, settings: dict[str, Any]) 
         )
     state = meta.get("incomplete") or {"done": meta["languages"], "partial": None}
     partial = state["partial"]
-    keep = [*state["done"], *([partial[0]] if partial else [])]
-    for lang in keep:
+    rows = stats.tensors()
+    for lang in [*state["done"], *([partial[0]] if partial else [])]:
         if lang in stats.languages:
             src, dst = meta["languages"].index(lang), stats.languages.index(lang)
-            stats.n_tokens[dst] = tensors["n_tokens"][src]
-            stats.over_zero[dst] = tensors["over_zero"][src]
-            stats.sum[dst] = tensors["sum"][src]
-            if stats.sum_sq is not None and "sum_sq" in tensors:
-                stats.sum_sq[dst] = tensors["sum_sq"][src]
+            for name, tensor in rows.items():
+                tensor[dst] = tensors[name][src]
     done = [lang for lang in state["done"] if lang in stats.languages]
     return done, (partial[0] if partial else None), (int(partial[1]) if partial else 0)
 

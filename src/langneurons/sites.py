@@ -100,6 +100,7 @@ class NeuronSites:
     acts: list[nn.Module]
     ups: list[tuple[nn.Module, ...]]
     downs: list[nn.Module]
+    layers: list[nn.Module]  # the decoder layers (their outputs are the residual stream)
 
     @property
     def n_layers(self) -> int:
@@ -197,7 +198,7 @@ def find_sites(model: nn.Module) -> NeuronSites:
         downs.append(found[-1])
     if len({id(a) for a in acts}) != len(acts):
         raise LangNeuronsError(f"'{mtype}' model shares one activation module between layers; cannot hook it")
-    sites = NeuronSites(mtype, spec, layers_path, acts, ups, downs)
+    sites = NeuronSites(mtype, spec, layers_path, acts, ups, downs, list(layers))
     widths = {_in_features(d) for d in downs}
     if len(widths) != 1:
         raise LangNeuronsError(

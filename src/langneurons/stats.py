@@ -27,6 +27,7 @@ class ActivationStats:
     sum: torch.Tensor
     sum_sq: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    hidden_sum: torch.Tensor | None = None  # [K, L, hidden] float64: sums of each decoder layer's output
 
     def __post_init__(self) -> None:
         k = len(self.languages)
@@ -41,6 +42,8 @@ class ActivationStats:
             t = getattr(self, name)
             if t is not None and t.shape != self.over_zero.shape:
                 raise LangNeuronsError(f"statistics '{name}' has shape {tuple(t.shape)}, expected {self.shape}")
+        if self.hidden_sum is not None and self.hidden_sum.shape[:2] != self.shape[:2]:
+            raise LangNeuronsError(f"statistics 'hidden_sum' has shape {tuple(self.hidden_sum.shape)}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -78,6 +81,12 @@ class ActivationStats:
         """`mu[k, l, j]`: mean activation of neuron (l, j) on language k."""
         return self._per_token(self.sum)
 
+    def mean_hidden(self) -> torch.Tensor:
+        """Mean output (residual stream) of each decoder layer per language: [K, L, hidden]."""
+        if self.hidden_sum is None:
+            raise LangNeuronsError("these statistics have no hidden-state means; collect with hidden=True (--hidden)")
+        return self._per_token(self.hidden_sum)
+
     def variance(self) -> torch.Tensor:
         """Population variance of each neuron's activation per language (needs `sum_sq`)."""
         if self.sum_sq is None:
@@ -95,6 +104,7 @@ class ActivationStats:
             over_zero=self.over_zero[rows],
             sum=self.sum[rows],
             sum_sq=None if self.sum_sq is None else self.sum_sq[rows],
+            hidden_sum=None if self.hidden_sum is None else self.hidden_sum[rows],
             meta={**self.meta, "languages": list(languages)},
         )
 
@@ -109,28 +119,36 @@ class ActivationStats:
         if self.model_id and other.model_id and self.model_id != other.model_id:
             raise LangNeuronsError(f"cannot merge statistics of '{self.model_id}' and '{other.model_id}'")
         languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
-        shape = (len(languages), *self.shape[1:])
-        out = {name: torch.zeros(shape, dtype=dt) for name, dt in _DTYPES.items()}
-        n_tokens = torch.zeros(len(languages), dtype=torch.long)
-        with_sq = self.sum_sq is not None and other.sum_sq is not None
-        for part in (self, other):
-            rows = torch.tensor([languages.index(lang) for lang in part.languages], dtype=torch.long)
-            n_tokens.index_add_(0, rows, part.n_tokens)
-            out["over_zero"].index_add_(0, rows, part.over_zero)
-            out["sum"].index_add_(0, rows, part.sum)
-            if with_sq:
-                out["sum_sq"].index_add_(0, rows, part.sum_sq)  # type: ignore[arg-type]
+        merged: dict[str, torch.Tensor] = {}
+        for name, mine in self.tensors().items():
+            theirs = other.tensors().get(name)
+            if theirs is None or theirs.shape[1:] != mine.shape[1:]:
+                continue  # kept only where both have it
+            out = torch.zeros((len(languages), *mine.shape[1:]), dtype=mine.dtype)
+            for part in (mine, theirs):
+                langs = self.languages if part is mine else other.languages
+                out.index_add_(0, torch.tensor([languages.index(lang) for lang in langs]), part)
+            merged[name] = out
         meta = {**self.meta, "languages": languages, "merged": self.meta.get("merged", 1) + other.meta.get("merged", 1)}
-        meta["n_tokens"] = dict(zip(languages, n_tokens.tolist()))
-        return ActivationStats(
-            languages, n_tokens, out["over_zero"], out["sum"], out["sum_sq"] if with_sq else None, meta
-        )
+        meta["n_tokens"] = dict(zip(languages, merged["n_tokens"].tolist()))
+        return ActivationStats.from_tensors(languages, merged, meta)
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """The sums by name (optional ones only when present)."""
         out = {"n_tokens": self.n_tokens, "over_zero": self.over_zero, "sum": self.sum}
-        if self.sum_sq is not None:
-            out["sum_sq"] = self.sum_sq
+        for name in ("sum_sq", "hidden_sum"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
+
+    @classmethod
+    def from_tensors(
+        cls, languages: list[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+    ) -> ActivationStats:
+        """Build from named tensors as `tensors()` returns them."""
+        optional = {name: tensors[name].double() for name in ("sum_sq", "hidden_sum") if name in tensors}
+        return cls(list(languages), tensors["n_tokens"].long(), tensors["over_zero"].long(), tensors["sum"].double(),
+                   meta=meta, **optional)
 
     def save(self, path: str | Path) -> None:
         """Write safetensors with the JSON metadata in its header, atomically."""
@@ -154,14 +172,7 @@ class ActivationStats:
         missing = {"n_tokens", "over_zero", "sum"} - set(tensors)
         if missing:
             raise LangNeuronsError(f"{path}: lacks tensors {sorted(missing)}; re-create it")
-        return cls(
-            list(meta["languages"]),
-            tensors["n_tokens"].long(),
-            tensors["over_zero"].long(),
-            tensors["sum"].double(),
-            tensors["sum_sq"].double() if "sum_sq" in tensors else None,
-            meta,
-        )
+        return cls.from_tensors(meta["languages"], tensors, meta)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per language: tokens, mean firing rate, mean activation."""
@@ -177,13 +188,14 @@ class ActivationStats:
         ]
 
 
-_DTYPES = {"over_zero": torch.long, "sum": torch.float64, "sum_sq": torch.float64}
-
-
-def empty_stats(languages: list[str], n_layers: int, n_neurons: int, meta: dict[str, Any]) -> ActivationStats:
-    """All-zero statistics to accumulate into."""
-    shape = (len(languages), n_layers, n_neurons)
-    z = {name: torch.zeros(shape, dtype=dt) for name, dt in _DTYPES.items()}
+def empty_stats(
+    languages: list[str], n_layers: int, n_neurons: int, meta: dict[str, Any], hidden_size: int | None = None
+) -> ActivationStats:
+    """All-zero statistics to accumulate into (with hidden-state sums if `hidden_size` is given)."""
+    k = len(languages)
+    zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64)  # noqa: E731
     return ActivationStats(
-        list(languages), torch.zeros(len(languages), dtype=torch.long), z["over_zero"], z["sum"], z["sum_sq"], meta
+        list(languages), torch.zeros(k, dtype=torch.long), torch.zeros(k, n_layers, n_neurons, dtype=torch.long),
+        zeros(k, n_layers, n_neurons), zeros(k, n_layers, n_neurons), meta,
+        None if hidden_size is None else zeros(k, n_layers, hidden_size),
     )
