@@ -1,0 +1,183 @@
+"""Steering: every edit against a hand-computed activation, clean-up, batching, expressions, saved settings."""
+
+import pytest
+import torch
+from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
+
+import langneurons as ln
+from langneurons.generation import generate
+from langneurons.sites import find_sites
+from langneurons.steering import SteeringConfig, parse_expression, steer
+
+LANGS = ["en", "de", "fr", "ru"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = make_tiny("llama", dtype=torch.float64)
+    tok = tiny_tokenizer()
+    corpus = ln.from_texts({k: SAMPLE[k] * 8 for k in LANGS}, heldout_every=0)
+    stats = ln.collect_stats(model, tok, corpus, max_tokens=120, window=16, hidden=True, progress=False)
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(len(LANGS), 2, 48, generator=g) < 0.15
+    neurons = ln.NeuronSet(LANGS, masks, {"model": {"id": "tiny"}})
+    ids = tok(["Alle Menschen sind frei"], return_tensors="pt").input_ids
+    return model, tok, stats, neurons, ids
+
+
+def acts(model, ids):
+    return capture(model, find_sites(model).acts, ids)
+
+
+def expected(base, neurons, stats, layer, deactivate, activate, method, strength=1.0, value=0.0):
+    """Apply the edit neuron by neuron, as written in the design notes."""
+    a = base[layer][0].clone()  # [seq, N]
+    mu = stats.mean_activation()
+    for lang in deactivate:
+        for j in neurons.mask(lang)[layer].nonzero().flatten().tolist():
+            a[:, j] = value
+    for lang in activate:
+        k = LANGS.index(lang)
+        for j in neurons.mask(lang)[layer].nonzero().flatten().tolist():
+            mean_t = float(mu[k, layer, j])
+            mean_others = sum(float(mu[o, layer, j]) for o in range(len(LANGS)) if o != k) / (len(LANGS) - 1)
+            if method == "add":
+                a[:, j] = a[:, j] + strength * mean_t
+            elif method == "replace":
+                a[:, j] = mean_t
+            elif method == "scale":
+                a[:, j] = a[:, j] * strength
+            elif method == "diffmean":
+                a[:, j] = a[:, j] + strength * (mean_t - mean_others)
+    return a
+
+
+@pytest.mark.parametrize(
+    ("expression", "method", "strength"),
+    [("-en", "add", 1.0), ("+fr", "add", 1.0), ("-en +2.5*fr", "add", 2.5), ("+fr", "replace", 1.0),
+     ("+3*fr", "scale", 3.0), ("-de +fr", "diffmean", 1.0), ("-en -de +ru", "add", 1.0)],
+)
+def test_each_edit_matches_hand_computation(setup, expression, method, strength):
+    model, _, stats, neurons, ids = setup
+    terms = parse_expression(expression)
+    deactivate = [t.language for t in terms if t.sign < 0]
+    activate = [t.language for t in terms if t.sign > 0]
+    # The edited layer-0 activations feed layer 1, so compare layer 0 with an unsteered run and layer 1 with a
+    # run steered only in layer 0 (its input is then the same as in the fully steered run).
+    base = acts(model, ids)
+    with steer(model, neurons, stats, expression, method=method):
+        steered = acts(model, ids)
+    torch.testing.assert_close(steered[0][0], expected(base, neurons, stats, 0, deactivate, activate, method, strength))
+    with steer(model, neurons, stats, expression, method=method, layers=(0, 1)):
+        layer0_only = acts(model, ids)
+    torch.testing.assert_close(steered[1][0],
+                               expected(layer0_only, neurons, stats, 1, deactivate, activate, method, strength))
+
+
+def test_deactivation_value_and_scale(setup):
+    model, _, stats, neurons, ids = setup
+    base = acts(model, ids)
+    with steer(model, neurons, stats, "-en", value=-1.5):
+        out = acts(model, ids)
+    torch.testing.assert_close(out[0][0], expected(base, neurons, stats, 0, ["en"], [], "add", value=-1.5))
+    with steer(model, neurons, stats, "-en", deactivation="scale", beta=0.5):
+        out = acts(model, ids)
+    idx = neurons.mask("en")[0]
+    torch.testing.assert_close(out[0][0][:, idx], 0.5 * base[0][0][:, idx])
+
+
+def test_hooks_removed_after_exit_and_after_error(setup):
+    model, _, stats, neurons, ids = setup
+    with torch.no_grad():
+        before = model(ids).logits
+    with steer(model, neurons, stats, "-en +fr"), torch.no_grad():
+        during = model(ids).logits
+    assert not torch.equal(before, during)
+    with pytest.raises(RuntimeError, match="boom"), steer(model, neurons, stats, "-en +fr"):
+        raise RuntimeError("boom")
+    with torch.no_grad():
+        after = model(ids).logits
+    assert torch.equal(before, after)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_batched_generation_equals_one_at_a_time(setup):
+    model, tok, stats, neurons, _ = setup
+    prompts = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort et le chien?\nA:"]
+    with steer(model, neurons, stats, "-en +2*fr"):
+        batched = generate(model, tok, prompts, max_new_tokens=8, batch_size=4)
+        alone = [generate(model, tok, [p], max_new_tokens=8)[0] for p in prompts]
+    assert batched == alone
+    assert generate(model, tok, prompts, max_new_tokens=8, batch_size=4) != batched  # steering mattered
+
+
+def test_generated_only_leaves_the_prompt_alone(setup):
+    model, _tok, stats, neurons, ids = setup
+    site = find_sites(model).acts[0]
+    seen: list[torch.Tensor] = []
+    with steer(model, neurons, stats, "+5*fr", generated_only=True):
+        handle = site.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().clone()))
+        model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    handle.remove()
+    base = acts(model, ids)
+    torch.testing.assert_close(seen[0], base[0])  # the prompt pass is untouched
+    fr = neurons.mask("fr")[0]
+    mu = stats.mean_activation()[LANGS.index("fr"), 0, fr].to(torch.float64)
+    # generated tokens are edited: compare with the same step unsteered
+    with torch.no_grad():
+        plain = capture(model, [site], model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0))
+    torch.testing.assert_close(seen[1][0, -1, fr], plain[0][0, ids.shape[1], fr] + 5 * mu)
+
+
+def test_residual_diffmean_shifts_the_layer_output(setup):
+    model, _, stats, _neurons, ids = setup
+    layers = find_sites(model).layers
+    base = capture(model, layers, ids)
+    with steer(model, None, stats, "+2*fr", method="residual", layers=(1, 2)):
+        out = capture(model, layers, ids)
+    h = stats.mean_hidden()
+    delta = 2 * (h[LANGS.index("fr"), 1] - h[[0, 1, 3], 1].mean(0))
+    torch.testing.assert_close(out[0], base[0])
+    torch.testing.assert_close(out[1], base[1] + delta)
+
+
+def test_expressions():
+    assert parse_expression("-en +fr") == [ln.steering.Term("en", -1), ln.steering.Term("fr", 1)]
+    assert parse_expression("+2.5*fr")[0].strength == 2.5
+    assert [t.language for t in parse_expression("-en -de +ja")] == ["en", "de", "ja"]
+    assert parse_expression("-en+fr") == parse_expression("-en +fr")
+    cfg = SteeringConfig.from_expression("-en +fr +0.5*de", method="diffmean", alpha=2.0, value=-1)
+    assert cfg.activate == {"fr": 2.0, "de": 0.5} and cfg.deactivate == {"en": -1}
+    for bad, msg in [("fr", "malformed"), ("+fr -", "malformed"), ("+fr +fr", "twice"), ("", "empty"),
+                     ("-2*en", "strength applies to activation only"), ("+*fr", "malformed")]:
+        with pytest.raises(ln.LangNeuronsError, match=msg):
+            parse_expression(bad)
+
+
+def test_bad_requests_are_clear(setup):
+    model, _, stats, neurons, _ = setup
+    empty = ln.NeuronSet(["en", "xx"], torch.zeros(2, 2, 48, dtype=torch.bool) | torch.tensor([True, False])
+                         .view(2, 1, 1).expand(2, 2, 48).clone(), {})
+    cases = [
+        (dict(neurons=neurons, stats=stats, expression="+ja"), "no neurons for language 'ja'"),
+        (dict(neurons=empty, stats=stats, expression="+xx"), "language 'xx' has no neurons"),
+        (dict(neurons=neurons, stats=None, expression="+fr"), "needs activation statistics"),
+        (dict(neurons=neurons, stats=stats, expression="+fr", method="nope"), "unknown steering method"),
+        (dict(neurons=neurons, stats=stats, expression="+fr", layers=(1, 9)), "past the model's 2 layers"),
+        (dict(neurons=ln.NeuronSet(["fr"], torch.ones(1, 18, 2048, dtype=torch.bool)), stats=stats,
+              expression="+fr"), "does not fit"),
+    ]
+    for kwargs, msg in cases:
+        with pytest.raises(ln.LangNeuronsError, match=msg), steer(model, **kwargs):
+            pass
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_settings_roundtrip(tmp_path):
+    cfg = SteeringConfig.from_expression("-en +2*fr", method="replace", layers=(3, 6), generated_only=True)
+    cfg.save(tmp_path / "s.json")
+    assert SteeringConfig.load(tmp_path / "s.json") == cfg
+    assert cfg.describe() == "-en +2*fr [replace, layers 3-5, generated only]"
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ln.LangNeuronsError, match="not JSON"):
+        SteeringConfig.load(tmp_path / "bad.json")
