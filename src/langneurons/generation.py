@@ -51,5 +51,5 @@ def generate(
 
 def cut(text: str, stop_strings: Sequence[str]) -> str:
     """`text` up to the first stop string, stripped."""
-    ends = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
-    return (text[: min(ends)] if ends else text).strip()
+    end = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
+    return text[:end].strip()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.errors import LangNeuronsError
+from langneurons.generation import cut
 
 SPLITS = ("eval", "dev", "all")
 SCHEMA_VERSION = 1
@@ -30,8 +31,7 @@ def qa_prompt(question: str) -> str:
 
 def cut_continuation(text: str) -> str:
     """`text` up to the first stop string (see `STOP_STRINGS`), stripped of surrounding whitespace."""
-    end = min((i for i in (text.find(s) for s in STOP_STRINGS) if i >= 0), default=len(text))
-    return text[:end].strip()
+    return cut(text, STOP_STRINGS)
 
 
 def question_languages() -> list[str]:

