@@ -181,3 +181,26 @@ def test_settings_roundtrip(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ln.LangNeuronsError, match="not JSON"):
         SteeringConfig.load(tmp_path / "bad.json")
+
+
+def test_rows_steered_differently_in_one_batch_equal_separate_runs(setup):
+    model, tok, stats, neurons, _ = setup
+    prompts = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort?\nA:"]
+    a = SteeringConfig.from_expression("-en +2*fr")
+    b = SteeringConfig.from_expression("+3*ru", method="replace")
+    mixed = generate(model, tok, prompts, max_new_tokens=8, steerings=[a, b, None, a], neurons=neurons, stats=stats)
+    with steer(model, neurons, stats, config=a):
+        only_a = generate(model, tok, prompts, max_new_tokens=8)
+    with steer(model, neurons, stats, config=b):
+        only_b = generate(model, tok, prompts, max_new_tokens=8)
+    plain = generate(model, tok, prompts, max_new_tokens=8)
+    assert mixed == [only_a[0], only_b[1], plain[2], only_a[3]]
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_stop_strings_cut_and_stop_early(setup):
+    model, tok, _, _, _ = setup
+    full = generate(model, tok, ["Q: The quick?\nA:"], max_new_tokens=12)[0]
+    stop = full.split()[1] if len(full.split()) > 1 else full[:2]
+    cut_text = generate(model, tok, ["Q: The quick?\nA:"], max_new_tokens=12, stop_strings=[stop])[0]
+    assert cut_text == full[: full.find(stop)].strip()

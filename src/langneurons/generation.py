@@ -1,17 +1,37 @@
-"""Greedy, batched, left-padded generation that returns only the continuations."""
+"""Greedy, batched, left-padded generation that returns only the continuations, optionally steered per prompt."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from langneurons.neurons import NeuronSet
+from langneurons.stats import ActivationStats
+from langneurons.steering import Steering, SteeringConfig
 
 
-def generation_settings(max_new_tokens: int, stop_strings: Sequence[str]) -> dict[str, Any]:
+def generation_settings(max_new_tokens: int, stop_strings: Sequence[str], batch_size: int) -> dict[str, Any]:
     """Every generation setting, as recorded in results."""
-    return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings)}
+    return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
+            "batch_size": batch_size, "padding": "left"}
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stop each sequence once its new text contains a stop string (cheap: no per-vocabulary tables)."""
+
+    def __init__(self, tokenizer: Any, prompt_length: int, stop_strings: Sequence[str]):
+        self.tokenizer, self.prompt_length, self.stop_strings = tokenizer, prompt_length, list(stop_strings)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        done = [any(s in t for s in self.stop_strings) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 @torch.inference_mode()
@@ -20,33 +40,49 @@ def generate(
     tokenizer: Any,
     prompts: Sequence[str],
     max_new_tokens: int = 40,
-    batch_size: int = 16,
+    batch_size: int = 32,
     stop_strings: Sequence[str] = (),
+    steerings: Sequence[SteeringConfig | None] | None = None,
+    neurons: NeuronSet | None = None,
+    stats: ActivationStats | None = None,
     progress: bool = False,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
     Prompts are left-padded into batches; with greedy decoding a prompt gets the same text batched or alone
-    (up to floating-point ties).
+    (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with
+    different settings share a batch, each group of rows edited by its own hooks.
     """
+    if steerings is not None and len(steerings) != len(prompts):
+        raise ValueError("steerings must have one entry (or None) per prompt")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = model.get_input_embeddings().weight.device
     out: list[str] = []
     try:
         for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-            batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            ids = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                stop_strings=list(stop_strings) or None, tokenizer=tokenizer if stop_strings else None,
-                top_p=None, top_k=None, temperature=None,
-            )
-            new = ids[:, batch["input_ids"].shape[1] :]
-            out += [cut(text, stop_strings) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            chunk = list(prompts[start : start + batch_size])
+            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            length = batch["input_ids"].shape[1]
+            stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
+            with ExitStack() as stack:
+                for config, rows in _groups(steerings[start : start + batch_size] if steerings else []):
+                    stack.callback(Steering(model, neurons, stats, config, rows).attach().remove)
+                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                     stopping_criteria=stop, top_p=None, top_k=None, temperature=None)
+            out += [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def _groups(steerings: Sequence[SteeringConfig | None]) -> list[tuple[SteeringConfig, list[int]]]:
+    """Rows that share the same settings, grouped (unsteered rows are left out)."""
+    groups: dict[str, tuple[SteeringConfig, list[int]]] = {}
+    for row, config in enumerate(steerings):
+        if config is not None:
+            groups.setdefault(json.dumps(config.to_dict(), sort_keys=True), (config, []))[1].append(row)
+    return list(groups.values())
 
 
 def cut(text: str, stop_strings: Sequence[str]) -> str:

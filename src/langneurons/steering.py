@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,11 +162,16 @@ class _LayerEdit:
 
 
 class Steering:
-    """Compiled edits for one model; `attach()` registers the hooks, `remove()` takes them away."""
+    """Compiled edits for one model; `attach()` registers the hooks, `remove()` takes them away.
+
+    With `rows`, only those rows of each batch are edited, so one batch can carry several steerings (one
+    `Steering` per group of rows).
+    """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, stats: ActivationStats | None,
-                 config: SteeringConfig):
+                 config: SteeringConfig, rows: Sequence[int] | None = None):
         self.model, self.config = model, config
+        self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
         self.sites = find_sites(model)
         n_layers = self.sites.n_layers
         start, stop = config.layers or (0, n_layers)
@@ -286,7 +291,8 @@ class Steering:
             if self._prompt and self.config.generated_only:
                 return None
             off, off_value, on = on_device(output)
-            a = output.clone() if output.requires_grad else output  # in place unless autograd needs it
+            out = output.clone() if output.requires_grad else output  # in place unless autograd needs it
+            a = out if self.rows is None else out[self._rows_on(out)]
             if len(off):
                 a[..., off] = a[..., off] * off_value if scale_off else off_value
             for idx, vec in on:
@@ -296,9 +302,18 @@ class Steering:
                     a[..., idx] = vec
                 else:  # scale
                     a[..., idx] *= vec
-            return a
+            if self.rows is not None:
+                out[self._rows_on(out)] = a
+            return out
 
         return hook
+
+    def _rows_on(self, output: torch.Tensor) -> torch.Tensor:
+        if output.dim() < 3:
+            raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
+        if self.rows.device != output.device:  # type: ignore[union-attr]
+            self.rows = self.rows.to(output.device)  # type: ignore[union-attr]
+        return self.rows  # type: ignore[return-value]
 
     def _residual_hook(self, delta: torch.Tensor):
         cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -310,7 +325,11 @@ class Steering:
             key = (h.device, h.dtype)
             if key not in cache:
                 cache[key] = delta.to(h.device, h.dtype)
-            h = h + cache[key]
+            if self.rows is None:
+                h = h + cache[key]
+            else:
+                h = h.clone()
+                h[self._rows_on(h)] += cache[key]
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
         return hook
@@ -365,11 +384,14 @@ def steer(
     beta: float | None = None,
     layers: tuple[int, int] | None = None,
     generated_only: bool = False,
+    rows: Sequence[int] | None = None,
 ) -> Iterator[Steering]:
     """Edit language neurons for the duration of the block; the hooks are removed afterwards, also on error.
 
     >>> with steer(model, neurons, stats, "-en +fr", method="add", alpha=1.0):
     ...     out = model.generate(**batch)
+
+    `rows` limits the edits to those rows of each batch (nest several `steer` blocks to steer rows differently).
     """
     if config is None:
         if not expression:
@@ -378,7 +400,7 @@ def steer(
                                                 generated_only)
     elif expression:
         raise LangNeuronsError("pass either an expression or config=, not both")
-    steering = Steering(model, neurons, stats, config).attach()
+    steering = Steering(model, neurons, stats, config, rows).attach()
     try:
         yield steering
     finally:
