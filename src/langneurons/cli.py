@@ -1,4 +1,4 @@
-"""The `langneurons` command: collect, identify, merge, info, languages, demo."""
+"""The `langneurons` command: collect, identify, merge, info, languages, generate, calibrate, evaluate, demo."""
 
 from __future__ import annotations
 
@@ -269,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("languages", help="list the languages of the embedded UDHR corpus")
     g.add_argument("--search", help="only rows containing this text (e.g. 'german', 'cmn')")
     g.set_defaults(func=cmd_languages)
+
+    from langneurons.cli_steer import add_parsers
+
+    add_parsers(sub)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: collect, LAPE, table and plot",
                        description="Collect statistics of the embedded gemma-3-270m over the UDHR, identify "

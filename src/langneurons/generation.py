@@ -16,10 +16,12 @@ from langneurons.stats import ActivationStats
 from langneurons.steering import Steering, SteeringConfig
 
 
-def generation_settings(max_new_tokens: int, stop_strings: Sequence[str], batch_size: int) -> dict[str, Any]:
+def generation_settings(
+    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float
+) -> dict[str, Any]:
     """Every generation setting, as recorded in results."""
     return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
-            "batch_size": batch_size, "padding": "left"}
+            "batch_size": batch_size, "padding": "left", "repetition_penalty": repetition_penalty}
 
 
 class StopOnStrings(StoppingCriteria):
@@ -45,13 +47,15 @@ def generate(
     steerings: Sequence[SteeringConfig | None] | None = None,
     neurons: NeuronSet | None = None,
     stats: ActivationStats | None = None,
+    repetition_penalty: float = 1.0,
     progress: bool = False,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
     Prompts are left-padded into batches; with greedy decoding a prompt gets the same text batched or alone
     (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with
-    different settings share a batch, each group of rows edited by its own hooks.
+    different settings share a batch, each group of rows edited by its own hooks. `repetition_penalty` > 1
+    divides the scores of tokens already in the sequence (CTRL's rule; still deterministic).
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
@@ -69,7 +73,8 @@ def generate(
                 for config, rows in _groups(steerings[start : start + batch_size] if steerings else []):
                     stack.callback(Steering(model, neurons, stats, config, rows).attach().remove)
                 ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                     stopping_criteria=stop, top_p=None, top_k=None, temperature=None)
+                                     stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
+                                     repetition_penalty=repetition_penalty)
             out += [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -54,4 +55,65 @@ def neurons_per_layer(neurons: NeuronSet, path: str | Path, title: str | None = 
         bar.text(value, k, f" {value}", va="center", fontsize=7)
     method = neurons.meta.get("method", "")
     ax.set_title(title or f"Language neurons per layer ({method}, {neurons.count()} distinct)")
+    return _save(fig, path)
+
+
+def fallback_bars(result: Any, path: str | Path, top: int = 8) -> list[Path]:
+    """Stacked bars of output-language shares per fallback step (a `FallbackResult` or its fallback.json dict).
+
+    The `top` most frequent output languages keep their own colour; the rest are merged into "other", and outputs
+    without a language are "none".
+    """
+    summary = result.summary() if hasattr(result, "summary") else result
+    steps = summary["steps"]
+    totals: dict[str, float] = {}
+    for step in steps:
+        for lang, share in step["distribution"].items():
+            if lang != "none":
+                totals[lang] = totals.get(lang, 0.0) + share
+    kept = sorted(totals, key=lambda lang: (-totals[lang], lang))[:top]
+    shares = {lang: [s["distribution"].get(lang, 0.0) for s in steps] for lang in kept}
+    shares["other"] = [sum(v for k, v in s["distribution"].items() if k not in kept and k != "none") for s in steps]
+    shares["none"] = [s["distribution"].get("none", 0.0) for s in steps]
+    colours = dict(zip(kept, plt.get_cmap("tab10").colors))
+    colours.update({"other": "#bbbbbb", "none": "#444444"})
+    labels = [s["label"] for s in steps]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.65 * len(steps) + 2.5), 4.2))
+    bottom = np.zeros(len(steps))
+    for lang, values in shares.items():
+        if any(values):
+            ax.bar(range(len(steps)), values, bottom=bottom, color=colours[lang], label=lang, width=0.75,
+                   edgecolor="white", linewidth=0.5)
+            bottom += np.asarray(values)
+    ax.set_xticks(range(len(steps)), labels, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of outputs")
+    ax.set_xlabel("languages deactivated (cumulative)")
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], title="output language", loc="upper left", bbox_to_anchor=(1.01, 1),
+              fontsize=8, frameon=False)
+    n = summary.get("settings", {}).get("n_prompts")
+    ax.set_title(f"Fallback: output languages of '{summary['language']}' prompts" + (f" (n={n})" if n else ""))
+    return _save(fig, path)
+
+
+def heatmap(values: np.ndarray, rows: list[str], cols: list[str], path: str | Path, title: str,
+            row_label: str = "", col_label: str = "", fmt: str = "{:.2f}", vmin: float | None = None,
+            vmax: float | None = None, cmap: str = "viridis") -> list[Path]:
+    """A labelled matrix with the value written in each cell (NaN cells left blank)."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(0.6 * len(cols) + 2.2, 0.5 * len(rows) + 1.6))
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    finite = values[np.isfinite(values)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            bright = (v - lo) / (hi - lo) > 0.6 if hi > lo else False
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="black" if bright else "white")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    ax.set_title(title)
     return _save(fig, path)

@@ -385,6 +385,7 @@ def steer(
     layers: tuple[int, int] | None = None,
     generated_only: bool = False,
     rows: Sequence[int] | None = None,
+    calibrated: Any = None,
 ) -> Iterator[Steering]:
     """Edit language neurons for the duration of the block; the hooks are removed afterwards, also on error.
 
@@ -392,7 +393,19 @@ def steer(
     ...     out = model.generate(**batch)
 
     `rows` limits the edits to those rows of each batch (nest several `steer` blocks to steer rows differently).
+    `calibrated` (a `Calibration` or its JSON path) supplies the activated language's method, strength, layers
+    and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
     """
+    if calibrated is not None:
+        from langneurons.calibrate import Calibration
+
+        if not expression or stats is None:
+            raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")
+        cal = calibrated if isinstance(calibrated, Calibration) else Calibration.load(calibrated)
+        terms = parse_expression(expression)
+        config, neurons = cal.steering({t.language: 1.0 for t in terms if t.sign > 0},
+                                       {t.language: 0.0 for t in terms if t.sign < 0}, neurons, stats)
+        expression = None
     if config is None:
         if not expression:
             raise LangNeuronsError("say what to steer: an expression like '-en +fr', or config=")

@@ -1,0 +1,140 @@
+"""Calibration: per target language, the steering setting with the highest fluent success on development prompts.
+
+One fixed setting does not fit all targets (a strength that forces English breaks Russian), so each target gets
+its own method, strength, neuron share and layers, chosen on the dev questions (disjoint from the eval ones)
+by successive halving: every candidate on one question per source language, then the best few on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langneurons.artifacts import write_json
+from langneurons.errors import LangNeuronsError
+from langneurons.identify import lape
+from langneurons.neurons import NeuronSet
+from langneurons.prompts import questions
+from langneurons.stats import ActivationStats
+from langneurons.steering import SteeringConfig
+from langneurons.tasks.forcing import ForcingSetting, run_forcing
+
+KIND = "calibration"
+
+
+def default_candidates(n_layers: int) -> list[ForcingSetting]:
+    """Methods and strengths that worked on gemma-3-270m, each at three neuron shares, plus upper-half layers."""
+    upper = (n_layers // 2, n_layers)
+    out = []
+    for rate in (0.01, 0.03, 0.05):
+        out += [ForcingSetting("replace", top_rate=rate), ForcingSetting("add", 1.0, top_rate=rate),
+                ForcingSetting("add", 2.0, top_rate=rate), ForcingSetting("diffmean", 1.5, top_rate=rate),
+                ForcingSetting("replace", top_rate=rate, layers=upper)]
+    return out
+
+
+@dataclass
+class Calibration:
+    """Per target: the chosen setting and how the candidates scored on the dev prompts."""
+
+    settings: dict[str, ForcingSetting]
+    scores: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def setting(self, target: str) -> ForcingSetting:
+        if target not in self.settings:
+            raise LangNeuronsError(
+                f"no calibrated setting for '{target}'; calibrated targets: {', '.join(self.settings)}"
+            )
+        return self.settings[target]
+
+    def steering(self, expression_targets: dict[str, float], deactivate: dict[str, float], neurons: NeuronSet | None,
+                 stats: ActivationStats) -> tuple[SteeringConfig, NeuronSet | None]:
+        """The steering config and neuron set for one activated language (the strength comes from calibration)."""
+        if len(expression_targets) != 1:
+            raise LangNeuronsError("calibrated steering activates exactly one language, e.g. '-en +fr'")
+        target = next(iter(expression_targets))
+        s = self.setting(target)
+        chosen = lape(stats, top_rate=s.top_rate) if s.top_rate is not None else neurons
+        # as in calibration: a language without neurons at this share has nothing to deactivate
+        off = [lang for lang in deactivate if chosen is None or lang not in chosen.languages or chosen.count(lang)]
+        config = SteeringConfig({target: s.alpha}, dict.fromkeys(off, s.value), s.method, "set", s.layers,
+                                s.generated_only)
+        return config, chosen
+
+    def save(self, path: str | Path) -> None:
+        """JSON: settings per target, candidate scores, and how they were measured."""
+        write_json(path, {"kind": KIND, "settings": {t: asdict(s) for t, s in self.settings.items()},
+                          "scores": self.scores, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise LangNeuronsError(f"{path}: no such file; run `langneurons calibrate` first") from None
+        except json.JSONDecodeError as e:
+            raise LangNeuronsError(f"{path}: not JSON ({e.msg}); re-create it") from None
+        if data.get("kind") != KIND:
+            raise LangNeuronsError(f"{path}: not a calibration file")
+        settings = {t: ForcingSetting.from_dict(s) for t, s in data["settings"].items()}
+        return cls(settings, data.get("scores", {}), data.get("meta", {}))
+
+
+def calibrate(
+    model: Any,
+    tokenizer: Any,
+    stats: ActivationStats,
+    targets: Sequence[str],
+    sources: Sequence[str] | None = None,
+    candidates: Sequence[ForcingSetting] | None = None,
+    keep: int = 3,
+    max_new_tokens: int = 40,
+    batch_size: int = 64,
+    repetition_penalty: float = 1.0,
+    identifier: str = "fasttext",
+    progress: bool = True,
+) -> Calibration:
+    """Choose a setting per target by fluent success of prompts from `sources` (default: the statistics'
+    languages) on the dev questions. Ties go to the lower NLL under the unsteered model."""
+    sources = list(sources or stats.languages)
+    candidates = list(candidates or default_candidates(stats.n_layers))
+    for target in targets:
+        stats.index(target)
+    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "repetition_penalty": repetition_penalty,
+              "identifier": identifier, "baseline": False, "skip_unavailable": True, "progress": progress}
+    first = {lang: questions(lang, "dev")[:1] for lang in sources}
+    plan = {c.label(): dict.fromkeys(targets, c) for c in candidates}
+    stage1 = run_forcing(model, tokenizer, None, stats, sources, targets, plan, question_set=first, nll=False,
+                         **common).summary()
+    shortlist = {t: sorted((lab for lab in plan if t in stage1[lab]["per_target"]),
+                           key=lambda lab: _rank(stage1[lab]["per_target"][t]))[:keep] for t in targets}
+    empty = [t for t in targets if not shortlist[t]]
+    if empty:
+        raise LangNeuronsError(
+            f"no candidate has neurons for {', '.join(empty)}; add candidates with a larger top_rate"
+        )
+    plan2 = {lab: {t: plan[lab][t] for t in targets if lab in shortlist[t]} for lab in plan}
+    plan2 = {lab: per for lab, per in plan2.items() if per}
+    stage2 = run_forcing(model, tokenizer, None, stats, sources, targets, plan2, split="dev", **common).summary()
+    chosen, scores = {}, {}
+    for t in targets:
+        ranked = sorted(shortlist[t], key=lambda lab: _rank(stage2[lab]["per_target"].get(t)))
+        chosen[t] = plan[ranked[0]][t]
+        scores[t] = [{"setting": lab, "stage1": stage1[lab]["per_target"].get(t),
+                      "stage2": stage2[lab]["per_target"].get(t) if lab in stage2 else None} for lab in plan]
+    meta = {"sources": sources, "targets": list(targets), "split": "dev", "keep": keep, **common,
+            "statistics": {"model": stats.meta.get("model"), "languages": stats.languages,
+                           "n_tokens": stats.meta.get("n_tokens")}}
+    return Calibration(chosen, scores, meta)
+
+
+def _rank(cell: dict[str, Any] | None) -> tuple[float, float, float]:
+    """Sort key: higher fluent success, then higher success, then lower NLL."""
+    if not cell:
+        return (1.0, 1.0, float("inf"))
+    nll = cell.get("nll")
+    return (-(cell["fluent_success"] or 0.0), -(cell["success"] or 0.0), nll if nll is not None else float("inf"))

@@ -1,0 +1,253 @@
+"""Language forcing: ask in one language, steer towards another, and check the answer's language.
+
+A source x target grid of built-in (or user) questions in the `Q: ...\\nA:` format. Success of one output: the
+identifier says it is in the target language. Fluent success: also not empty and at least half of its token
+bigrams distinct. The mean NLL of each output under the unsteered model is recorded beside.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langneurons.artifacts import atomic_path, write_json
+from langneurons.errors import LangNeuronsError
+from langneurons.fluency import continuation_nll, distinct_bigram_share, is_fluent
+from langneurons.generation import generate, generation_settings
+from langneurons.identify import lape
+from langneurons.lid import get_identifier
+from langneurons.models import model_id
+from langneurons.neurons import NeuronSet
+from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
+from langneurons.stats import ActivationStats
+from langneurons.steering import SteeringConfig
+
+
+@dataclass(frozen=True)
+class ForcingSetting:
+    """How to steer towards a target: method and strength, neuron share, layers, and whether to deactivate
+    the source language's neurons first. `top_rate` None means the neuron set given to the run."""
+
+    method: str = "add"
+    alpha: float = 1.0
+    top_rate: float | None = None
+    deactivate_source: bool = True
+    value: float = 0.0
+    layers: tuple[int, int] | None = None
+    generated_only: bool = False
+
+    def config(self, source: str, target: str) -> SteeringConfig:
+        deactivate = {source: self.value} if self.deactivate_source and source != target else {}
+        return SteeringConfig({target: self.alpha}, deactivate, self.method, "set", self.layers, self.generated_only)
+
+    def label(self) -> str:
+        rate = f" top {self.top_rate:g}" if self.top_rate is not None else ""
+        layers = f" L{self.layers[0]}-{self.layers[1] - 1}" if self.layers else ""
+        src = "-src " if self.deactivate_source else ""
+        strength = "" if self.method == "replace" else f"{self.alpha:g}x "
+        return f"{src}{strength}{self.method}{rate}{layers}{' gen-only' if self.generated_only else ''}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForcingSetting:
+        data = dict(data)
+        if data.get("layers") is not None:
+            data["layers"] = tuple(data["layers"])
+        return cls(**data)
+
+
+@dataclass
+class ForcingResult:
+    """Every output (`samples`) and the settings; cell and target summaries are computed from the samples."""
+
+    settings: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def cells(self, label: str) -> dict[tuple[str, str], dict[str, float]]:
+        """Per (source, target) of one steering setting: success, fluent success and the guards."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for s in self.samples:
+            if s["setting"] == label:
+                groups.setdefault((s["source"], s["target"]), []).append(s)
+        return {key: _summarise(rows) for key, rows in groups.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """Per setting: mean off-diagonal success and fluent success, per target and overall."""
+        out: dict[str, Any] = {}
+        for label in self.settings["labels"]:
+            cells = self.cells(label)
+            per_target: dict[str, dict[str, float]] = {}
+            for target in self.settings["targets"]:
+                off = [c for (src, tgt), c in cells.items() if tgt == target and src != target]
+                if off:
+                    per_target[target] = {k: _mean([c[k] for c in off]) for k in off[0]}
+            out[label] = {
+                "success": _mean([v["success"] for v in per_target.values()]),
+                "fluent_success": _mean([v["fluent_success"] for v in per_target.values()]),
+                "min_target_fluent_success": min((v["fluent_success"] for v in per_target.values()), default=None),
+                "per_target": per_target,
+            }
+        return out
+
+    def matrix(self, label: str, metric: str = "fluent_success") -> np.ndarray:
+        """[source, target] matrix of one metric (NaN where not run)."""
+        cells = self.cells(label)
+        src, tgt = self.settings["sources"], self.settings["targets"]
+        m = np.full((len(src), len(tgt)), np.nan)
+        for (s, t), c in cells.items():
+            m[src.index(s), tgt.index(t)] = c[metric]
+        return m
+
+    def save(self, out_dir: str | Path, name: str = "forcing") -> dict[str, Path]:
+        """`{name}.json` (settings + summary + cells), `{name}_samples.jsonl`, one heatmap per setting."""
+        from langneurons.plots import heatmap
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        cells = {label: {f"{s}>{t}": c for (s, t), c in self.cells(label).items()} for label in self.settings["labels"]}
+        files = {"json": out / f"{name}.json", "samples": out / f"{name}_samples.jsonl"}
+        write_json(files["json"], {"settings": self.settings, "summary": self.summary(), "cells": cells})
+        with atomic_path(files["samples"]) as tmp:
+            tmp.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in self.samples), "utf-8")
+        for i, label in enumerate(self.settings["labels"]):
+            fluent = self.summary()[label]["fluent_success"]
+            title = f"Fluent success: {label} (off-diagonal mean {fluent:.2f})" if fluent is not None else label
+            path = heatmap(self.matrix(label), self.settings["sources"], self.settings["targets"],
+                           out / f"{name}_{i}.png", title, "prompt language", "target language", vmin=0, vmax=1)
+            files[f"heatmap_{i}"] = path[0]
+        return files
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {
+        "n": len(rows),
+        "success": _mean([float(r["success"]) for r in rows]),
+        "fluent_success": _mean([float(r["fluent_success"]) for r in rows]),
+        "empty": _mean([float(r["empty"]) for r in rows]),
+        "distinct_bigrams": _mean([r["distinct_bigrams"] for r in rows]),
+        "nll": _mean([r["nll"] for r in rows]),
+    }
+
+
+def run_forcing(
+    model: Any,
+    tokenizer: Any,
+    neurons: NeuronSet | None,
+    stats: ActivationStats | None,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    plan: Mapping[str, Mapping[str, ForcingSetting]] | Sequence[ForcingSetting],
+    split: str = "eval",
+    question_set: Mapping[str, Sequence[str]] | None = None,
+    baseline: bool = True,
+    max_new_tokens: int = 40,
+    batch_size: int = 64,
+    repetition_penalty: float = 1.0,
+    identifier: str = "fasttext",
+    nll: bool = True,
+    skip_unavailable: bool = False,
+    progress: bool = True,
+) -> ForcingResult:
+    """Generate every (setting, source, target, question) and judge it.
+
+    `plan`: settings to compare (a list: the same setting for every target), or label -> target -> setting (a
+    calibration; targets a label leaves out are not run for it). `baseline` adds the unsteered outputs as the
+    setting "baseline" (success = the unsteered answer happens to be in the target language). Rows of all
+    settings and cells share batches. `skip_unavailable` leaves out (setting, target) pairs whose neuron set
+    has no neurons for the target instead of failing.
+    """
+    if isinstance(plan, Sequence):
+        plan = {s.label(): dict.fromkeys(targets, s) for s in plan}
+    plan = dict(plan)
+    prompts_of = {lang: _questions(lang, split, question_set) for lang in sources}
+    neuron_sets: dict[float | None, NeuronSet | None] = {None: neurons}
+    jobs: list[tuple[str, str, str, int, SteeringConfig | None, float | None]] = []
+    for label, per_target in plan.items():
+        for target in targets:
+            setting = per_target.get(target)
+            if setting is None:  # a plan may leave some targets out of some settings
+                continue
+            if setting.top_rate not in neuron_sets:
+                if stats is None:
+                    raise LangNeuronsError("a setting with top_rate needs statistics (--stats) to run LAPE")
+                neuron_sets[setting.top_rate] = lape(stats, top_rate=setting.top_rate)
+            chosen = neuron_sets[setting.top_rate]
+            if skip_unavailable and chosen is not None and _size(chosen, target) == 0:
+                continue  # this setting cannot steer towards `target`: it is not a candidate for it
+            for source in sources:
+                config = setting.config(source, target)
+                if chosen is not None and source in config.deactivate and _size(chosen, source) == 0:
+                    config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
+                for i in range(len(prompts_of[source])):
+                    jobs.append((label, source, target, i, config, setting.top_rate))
+    if baseline:
+        jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
+    outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
+                             repetition_penalty, progress)
+    lid = get_identifier(identifier)
+    texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
+    found = lid.identify(texts)
+    prompts = [qa_prompt(prompts_of[j[1]][j[3]]) for j in jobs]
+    nlls = continuation_nll(model, tokenizer, prompts, texts) if nll else [None] * len(jobs)
+    samples = []
+    for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
+        distinct = distinct_bigram_share(tokenizer(text, add_special_tokens=False).input_ids)
+        success = ident.language == target and bool(text.strip())
+        samples.append({
+            "setting": label, "source": source, "target": target, "question": i, "prompt": prompt,
+            "steering": config.describe() if config else None, "output": text, "identified": ident.language,
+            "confidence": round(ident.confidence, 4), "empty": not text.strip(),
+            "distinct_bigrams": round(distinct, 4), "nll": None if loss is None else round(loss, 4),
+            "success": success, "fluent_success": success and is_fluent(text, distinct),
+        })
+    labels = [*plan, *(["baseline"] if baseline else [])]
+    settings = {
+        "task": "forcing", "model": model_id(model), "sources": list(sources), "targets": list(targets),
+        "split": split, "labels": labels, "identifier": identifier,
+        "plan": {label: {t: asdict(s) for t, s in per.items()} for label, per in plan.items()},
+        "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
+                                                 "settings": neurons.meta.get("settings")},
+        "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty),
+        "success_rule": "identified language == target and not empty; fluent: and distinct-bigram share >= 0.5",
+    }
+    return ForcingResult(settings, samples)
+
+
+def _size(neurons: NeuronSet, lang: str) -> int:
+    return neurons.count(lang) if lang in neurons.languages else 0
+
+
+def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] | None) -> list[str]:
+    if question_set is None:
+        return questions(lang, split)
+    if lang not in question_set:
+        raise LangNeuronsError(f"the question set has no language '{lang}'; it has {', '.join(question_set)}")
+    return list(question_set[lang])
+
+
+def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
+                   repetition_penalty, progress) -> dict[tuple[str, int, str, str], str]:
+    """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question."""
+    out: dict[tuple[str, int, str, str], str] = {}
+    by_rate: dict[float | None, list[tuple[tuple[str, int, str, str], str, SteeringConfig | None]]] = {}
+    for label, source, target, i, config, rate in jobs:
+        key = (source, i, label if config else "baseline", target if config else "")
+        if key not in out:
+            out[key] = ""
+            by_rate.setdefault(rate if config else None, []).append((key, qa_prompt(prompts_of[source][i]), config))
+    for rate, rows in by_rate.items():
+        texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
+                         stats=stats, repetition_penalty=repetition_penalty, progress=progress)
+        for (key, _, _), text in zip(rows, texts):
+            out[key] = text
+    return out

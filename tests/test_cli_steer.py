@@ -1,0 +1,76 @@
+"""generate, evaluate forcing/fallback and calibrate from the command line, on a tiny model in a folder."""
+
+import json
+
+import pytest
+from tiny import SAMPLE, make_tiny, tiny_tokenizer
+
+from langneurons.calibrate import Calibration
+from langneurons.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("steer")
+    make_tiny("llama").save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    (root / "texts").mkdir()
+    for lang in ("en", "de", "ru"):
+        (root / "texts" / f"{lang}.txt").write_text("\n\n".join(SAMPLE[lang] * 10), "utf-8")
+    model = ["--model", str(root / "model")]
+    assert main(["collect", *model, "--corpus", str(root / "texts"), "--max-tokens", "100", "--window", "16",
+                 "--quiet", "-o", str(root / "stats.safetensors")]) == 0
+    assert main(["identify", str(root / "stats.safetensors"), "--top-rate", "0.2", "--filter-rate", "0.5",
+                 "--bar-rate", "0.5", "-o", str(root / "neurons.safetensors")]) == 0
+    return root, [*model, "--neurons", str(root / "neurons.safetensors"), "--stats", str(root / "stats.safetensors")]
+
+
+def test_generate_side_by_side(files, capsys):
+    root, common = files
+    out = root / "gen.jsonl"
+    assert main(["generate", *common, "--steer", "-en +2*ru", "--prompt", "Q: Why?\nA:", "--questions", "de",
+                 "--max-new-tokens", "5", "--quiet", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 9 and rows[0]["steering"] == "-en +2*ru [add]"
+    assert "baseline [" in capsys.readouterr().out
+
+
+def test_evaluate_forcing_sweep_and_fallback(files, capsys):
+    root, common = files
+    assert main(["evaluate", "forcing", *common, "--sources", "en,de", "--targets", "ru", "--sweep", "add:1,2 replace",
+                 "--max-new-tokens", "4", "--identifier", "script", "--quiet", "--output-dir", str(root / "f")]) == 0
+    saved = json.loads((root / "f" / "forcing.json").read_text())
+    assert saved["settings"]["labels"] == ["-src 1x add", "-src 2x add", "-src replace", "baseline"]
+    assert (root / "f" / "forcing_samples.jsonl").exists() and (root / "f" / "forcing_0.png").exists()
+    assert main(["evaluate", "fallback", *common[:4], "--language", "de", "--max-new-tokens", "4",
+                 "--quiet", "--output-dir", str(root / "b")]) == 0
+    assert json.loads((root / "b" / "fallback.json").read_text())["steps"][0]["deactivated"] == []
+    assert main(["evaluate", "--list"]) == 0
+    assert "forcing" in capsys.readouterr().out
+
+
+def test_calibrate_then_steer_with_it(files):
+    root, common = files
+    cal_path = root / "cal.json"
+    assert main(["calibrate", *common[:2], "--stats", str(root / "stats.safetensors"), "--targets", "ru,de",
+                 "--max-new-tokens", "3", "--identifier", "script", "--quiet", "-o", str(cal_path)]) == 0
+    cal = Calibration.load(cal_path)
+    assert set(cal.settings) == {"ru", "de"} and len(cal.scores["ru"]) == 15
+    assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru,de", "--calibrated",
+                 str(cal_path), "--max-new-tokens", "3", "--identifier", "script", "--quiet",
+                 "--output-dir", str(root / "fc")]) == 0
+    plan = json.loads((root / "fc" / "forcing.json").read_text())["settings"]["plan"]["calibrated"]
+    assert plan["ru"]["method"] == cal.settings["ru"].method
+    assert main(["generate", *common, "--steer", "-en +ru", "--calibrated", str(cal_path), "--prompt", "Q: x\nA:",
+                 "--max-new-tokens", "3", "--quiet"]) == 0
+
+
+def test_errors(files, capsys):
+    root, common = files
+    assert main(["generate", *common, "--prompt", "x"]) == 2
+    assert "--steer" in capsys.readouterr().err
+    assert main(["generate", *common, "--steer", "+xx", "--prompt", "x"]) == 2
+    assert "no neurons for language 'xx'" in capsys.readouterr().err
+    assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru", "--calibrated",
+                 str(root / "missing.json")]) == 2
+    assert "run `langneurons calibrate` first" in capsys.readouterr().err
