@@ -188,13 +188,15 @@ def test_rows_steered_differently_in_one_batch_equal_separate_runs(setup):
     prompts = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort?\nA:"]
     a = SteeringConfig.from_expression("-en +2*fr")
     b = SteeringConfig.from_expression("+3*ru", method="replace")
-    mixed = generate(model, tok, prompts, max_new_tokens=8, steerings=[a, b, None, a], neurons=neurons, stats=stats)
-    with steer(model, neurons, stats, config=a):
-        only_a = generate(model, tok, prompts, max_new_tokens=8)
-    with steer(model, neurons, stats, config=b):
-        only_b = generate(model, tok, prompts, max_new_tokens=8)
+    c = SteeringConfig.from_expression("-de +4*fr", generated_only=True)
+    mixed = generate(model, tok, prompts, max_new_tokens=8, steerings=[a, b, None, c], neurons=neurons, stats=stats)
+    alone = {}
+    for name, config in (("a", a), ("b", b), ("c", c)):
+        with steer(model, neurons, stats, config=config):
+            alone[name] = generate(model, tok, prompts, max_new_tokens=8)
     plain = generate(model, tok, prompts, max_new_tokens=8)
-    assert mixed == [only_a[0], only_b[1], plain[2], only_a[3]]
+    assert mixed == [alone["a"][0], alone["b"][1], plain[2], alone["c"][3]]
+    assert alone["c"] != plain  # the generated-only setting does change outputs
     assert all(not m._forward_hooks for m in model.modules())
 
 

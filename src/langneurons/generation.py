@@ -13,7 +13,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
-from langneurons.steering import Steering, SteeringConfig
+from langneurons.steering import BatchSteering, Steering, SteeringConfig
 
 
 def generation_settings(
@@ -54,14 +54,15 @@ def generate(
 
     Prompts are left-padded into batches; with greedy decoding a prompt gets the same text batched or alone
     (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with
-    different settings share a batch, each group of rows edited by its own hooks. `repetition_penalty` > 1
-    divides the scores of tokens already in the sequence (CTRL's rule; still deterministic).
+    different settings share a batch (each setting is compiled once; a batch applies all of them at once).
+    `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = model.get_input_embeddings().weight.device
+    compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
     out: list[str] = []
     try:
         for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
@@ -70,8 +71,9 @@ def generate(
             length = batch["input_ids"].shape[1]
             stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
             with ExitStack() as stack:
-                for config, rows in _groups(steerings[start : start + batch_size] if steerings else []):
-                    stack.callback(Steering(model, neurons, stats, config, rows).attach().remove)
+                if steerings is not None and any(c is not None for c in steerings[start : start + batch_size]):
+                    rows = [compiled.get(_key(c)) for c in steerings[start : start + batch_size]]
+                    stack.callback(BatchSteering(model, rows).remove)
                 ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                      stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
                                      repetition_penalty=repetition_penalty)
@@ -81,13 +83,8 @@ def generate(
     return out
 
 
-def _groups(steerings: Sequence[SteeringConfig | None]) -> list[tuple[SteeringConfig, list[int]]]:
-    """Rows that share the same settings, grouped (unsteered rows are left out)."""
-    groups: dict[str, tuple[SteeringConfig, list[int]]] = {}
-    for row, config in enumerate(steerings):
-        if config is not None:
-            groups.setdefault(json.dumps(config.to_dict(), sort_keys=True), (config, []))[1].append(row)
-    return list(groups.values())
+def _key(config: SteeringConfig | None) -> str | None:
+    return None if config is None else json.dumps(config.to_dict(), sort_keys=True)
 
 
 def cut(text: str, stop_strings: Sequence[str]) -> str:

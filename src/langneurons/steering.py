@@ -152,42 +152,31 @@ class SteeringConfig:
             raise LangNeuronsError(f"{path}: unexpected settings ({e}); re-create it") from None
 
 
-@dataclass
-class _LayerEdit:
-    """The edits of one layer: indices (long, last dim) and what to do with them."""
-
-    off: torch.Tensor  # deactivated neurons
-    off_value: torch.Tensor  # per index: the value (set) or factor (scale)
-    on: list[tuple[torch.Tensor, torch.Tensor]]  # (indices, vector) per activated language
-
-
 class Steering:
     """Compiled edits for one model; `attach()` registers the hooks, `remove()` takes them away.
 
-    With `rows`, only those rows of each batch are edited, so one batch can carry several steerings (one
-    `Steering` per group of rows).
+    Every edit is affine per neuron, so deactivation followed by activation compiles, per layer, into two
+    vectors: `a <- a * scale + shift` (set: scale 0, shift c; scale: beta; add: shift alpha*mu; replace: scale 0,
+    shift mu; diffmean: shift alpha*(mu_t - mean mu_others)). Residual steering adds a vector to a layer's output.
+    Several steerings stack into one batch (`BatchSteering`): row i edited by steering i.
     """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, stats: ActivationStats | None,
-                 config: SteeringConfig, rows: Sequence[int] | None = None):
+                 config: SteeringConfig):
         self.model, self.config = model, config
-        self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
         self.sites = find_sites(model)
         n_layers = self.sites.n_layers
         start, stop = config.layers or (0, n_layers)
         if stop > n_layers:
             raise LangNeuronsError(f"layers={config.layers} goes past the model's {n_layers} layers")
         self.layer_range = range(start, stop)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._prompt = False
-        if config.method == "residual":
-            self._residual = self._compile_residual(stats)
-            self._edits: dict[int, _LayerEdit] = {}
-            if config.deactivate:
-                self._edits = self._compile_neurons(neurons, stats, deactivate_only=True)
+        residual = config.method == "residual"
+        if not residual or config.deactivate:
+            self.tables = self._compile_neurons(neurons, stats, deactivate_only=residual)
         else:
-            self._residual = {}
-            self._edits = self._compile_neurons(neurons, stats)
+            self.tables = {}
+        self.residual = self._compile_residual(stats) if residual else {}
+        self._hooks: _Hooks | None = None
 
     # --- compiling -----------------------------------------------------------------------------------------
 
@@ -204,7 +193,8 @@ class Steering:
         return stats
 
     def _compile_neurons(self, neurons: NeuronSet | None, stats: ActivationStats | None,
-                         deactivate_only: bool = False) -> dict[int, _LayerEdit]:
+                         deactivate_only: bool = False) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per edited layer: (scale, shift), float32 [N]."""
         cfg = self.config
         if neurons is None:
             raise LangNeuronsError("neuron steering needs a neuron set; pass neurons= (--neurons)")
@@ -218,40 +208,41 @@ class Steering:
         mu = None
         if activate and cfg.method in ("add", "replace", "diffmean"):
             mu = self._require_stats(stats, f"method '{cfg.method}'").mean_activation().float()
-        edits: dict[int, _LayerEdit] = {}
+        n = self.sites.n_neurons
+        tables = {}
         for layer in self.layer_range:
-            off_idx, off_val = [], []
-            for lang, value in cfg.deactivate.items():
-                idx = neurons.mask(lang)[layer].nonzero().flatten()
-                off_idx.append(idx)
-                off_val.append(torch.full((len(idx),), float(value)))
-            on = []
-            for lang, strength in activate.items():
-                idx = neurons.mask(lang)[layer].nonzero().flatten()
-                if len(idx) == 0:
-                    continue
-                on.append((idx, self._vector(lang, strength, layer, idx, mu, stats)))
-            off = torch.cat(off_idx) if off_idx else torch.zeros(0, dtype=torch.long)
-            if len(off) or on:
-                edits[layer] = _LayerEdit(off, torch.cat(off_val) if off_val else torch.zeros(0), on)
-        return edits
+            scale, shift = torch.ones(n), torch.zeros(n)
+            for lang, value in cfg.deactivate.items():  # deactivation first
+                m = neurons.mask(lang)[layer]
+                if cfg.deactivation == "scale":
+                    scale[m] *= value
+                    shift[m] *= value
+                else:
+                    scale[m], shift[m] = 0.0, value
+            for lang, strength in activate.items():  # then activation: compose a' = (a * scale + shift) * s2 + b2
+                m = neurons.mask(lang)[layer]
+                s2, b2 = self._activation(lang, strength, layer, m, mu, stats)
+                scale[m], shift[m] = scale[m] * s2, shift[m] * s2 + b2
+            if (scale != 1).any() or (shift != 0).any():
+                tables[layer] = (scale, shift)
+        return tables
 
-    def _vector(self, lang: str, strength: float, layer: int, idx: torch.Tensor, mu: torch.Tensor | None,
-                stats: ActivationStats | None) -> torch.Tensor:
-        """What activation adds (add, diffmean), writes (replace) or multiplies by (scale) for these neurons."""
+    def _activation(self, lang: str, strength: float, layer: int, mask: torch.Tensor, mu: torch.Tensor | None,
+                    stats: ActivationStats | None) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(factor, addend) that activation applies to the masked neurons."""
         method = self.config.method
         if method == "scale":
-            return torch.full((len(idx),), float(strength))
+            return float(strength), 0.0
         assert mu is not None and stats is not None
-        target = mu[stats.index(lang), layer, idx]
+        target = mu[stats.index(lang), layer, mask]
         if method == "replace":
-            return target
+            return 0.0, target
         if method == "add":
-            return strength * target
+            return 1.0, strength * target
         others = [k for k, other in enumerate(stats.languages) if other != lang]
         if not others:
             raise LangNeuronsError("diffmean needs statistics of at least one language besides the target")
-        return strength * (target - mu[others][:, layer, idx].mean(0))
+        return 1.0, strength * (target - mu[others][:, layer, mask].mean(0))
 
     def _compile_residual(self, stats: ActivationStats | None) -> dict[int, torch.Tensor]:
         """Per layer: the sum over activated languages of strength x (mean hidden of target - mean of others)."""
@@ -272,101 +263,128 @@ class Steering:
 
     # --- hooks ---------------------------------------------------------------------------------------------
 
-    def _neuron_hook(self, edit: _LayerEdit):
-        method = self.config.method
-        dev_cache: dict[tuple[torch.device, torch.dtype], tuple] = {}
-
-        def on_device(a: torch.Tensor) -> tuple:
-            key = (a.device, a.dtype)
-            if key not in dev_cache:
-                dev_cache[key] = (
-                    edit.off.to(a.device), edit.off_value.to(a.device, a.dtype),
-                    [(i.to(a.device), v.to(a.device, a.dtype)) for i, v in edit.on],
-                )
-            return dev_cache[key]
-
-        scale_off = self.config.deactivation == "scale"
-
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-            if self._prompt and self.config.generated_only:
-                return None
-            off, off_value, on = on_device(output)
-            out = output.clone() if output.requires_grad else output  # in place unless autograd needs it
-            a = out if self.rows is None else out[self._rows_on(out)]
-            if len(off):
-                a[..., off] = a[..., off] * off_value if scale_off else off_value
-            for idx, vec in on:
-                if method in ("add", "diffmean"):
-                    a[..., idx] += vec
-                elif method == "replace":
-                    a[..., idx] = vec
-                else:  # scale
-                    a[..., idx] *= vec
-            if self.rows is not None:
-                out[self._rows_on(out)] = a
-            return out
-
-        return hook
-
-    def _rows_on(self, output: torch.Tensor) -> torch.Tensor:
-        if output.dim() < 3:
-            raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
-        if self.rows.device != output.device:  # type: ignore[union-attr]
-            self.rows = self.rows.to(output.device)  # type: ignore[union-attr]
-        return self.rows  # type: ignore[return-value]
-
-    def _residual_hook(self, delta: torch.Tensor):
-        cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
-            if self._prompt and self.config.generated_only:
-                return None
-            h = output[0] if isinstance(output, tuple) else output
-            key = (h.device, h.dtype)
-            if key not in cache:
-                cache[key] = delta.to(h.device, h.dtype)
-            if self.rows is None:
-                h = h + cache[key]
-            else:
-                h = h.clone()
-                h[self._rows_on(h)] += cache[key]
-            return (h, *output[1:]) if isinstance(output, tuple) else h
-
-        return hook
-
-    def _phase_hook(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Before each forward: is this the prompt (no cached tokens yet) or a generated token?"""
-        cache = kwargs.get("past_key_values")
-        self._prompt = cache is None or cache.get_seq_length() == 0
-
     def attach(self) -> Steering:
         """Register the hooks (idempotent)."""
-        if self._handles:
-            return self
-        try:
-            if self.config.generated_only:
-                self._handles.append(
-                    self.model.base_model.register_forward_pre_hook(self._phase_hook, with_kwargs=True)
-                )
-            for layer, edit in self._edits.items():
-                self._handles.append(self.sites.acts[layer].register_forward_hook(self._neuron_hook(edit)))
-            for layer, delta in self._residual.items():
-                self._handles.append(self.sites.layers[layer].register_forward_hook(self._residual_hook(delta)))
-        except BaseException:
-            self.remove()
-            raise
+        if self._hooks is None:
+            self._hooks = _Hooks(self.model, self.sites, self.tables, self.residual,
+                                 prompt=not self.config.generated_only)
         return self
 
     def remove(self) -> None:
         """Remove every hook this steering registered."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
 
     @property
     def edited_neurons(self) -> int:
-        """Neuron edits per position: deactivated plus activated, over all layers."""
-        return sum(len(e.off) + sum(len(i) for i, _ in e.on) for e in self._edits.values())
+        """Neurons edited per position, over all layers."""
+        return sum(int(((sc != 1) | (sh != 0)).sum()) for sc, sh in self.tables.values())
+
+
+class BatchSteering:
+    """Row i of every batch steered by `steerings[i]` (None: unsteered), all rows in the same two ops a layer."""
+
+    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None]):
+        sites = find_sites(model)
+        present = [s for s in steerings if s is not None]
+        layers = sorted({layer for s in present for layer in s.tables})
+        res_layers = sorted({layer for s in present for layer in s.residual})
+        n, h = sites.n_neurons, model.get_input_embeddings().weight.shape[1]
+
+        def stack(prompt: bool) -> tuple[dict, dict]:
+            tables, residual = {}, {}
+            for layer in layers:
+                rows = [s.tables.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None for s in steerings]
+                tables[layer] = (torch.stack([r[0] if r else torch.ones(n) for r in rows])[:, None],
+                                 torch.stack([r[1] if r else torch.zeros(n) for r in rows])[:, None])
+            for layer in res_layers:
+                rows = [s.residual.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None
+                        for s in steerings]
+                residual[layer] = torch.stack([r if r is not None else torch.zeros(h) for r in rows])[:, None]
+            return tables, residual
+
+        gen_tables, gen_residual = stack(prompt=False)
+        any_gen_only = any(not _on_prompt(s) for s in present)
+        prompt_tables, prompt_residual = stack(prompt=True) if any_gen_only else (gen_tables, gen_residual)
+        self._hooks = _Hooks(model, sites, gen_tables, gen_residual, prompt=True, prompt_tables=prompt_tables,
+                             prompt_residual=prompt_residual, track_phase=any_gen_only)
+
+    def remove(self) -> None:
+        self._hooks.remove()
+
+
+def _on_prompt(s: Steering) -> bool:
+    return not s.config.generated_only
+
+
+class _Hooks:
+    """The registered hooks: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
+
+    Tables are used in the generation phase; in the prompt phase (no cached tokens yet) the prompt tables are
+    used, or nothing when `prompt` is False.
+    """
+
+    def __init__(self, model: nn.Module, sites: Any, tables: dict, residual: dict, prompt: bool = True,
+                 prompt_tables: dict | None = None, prompt_residual: dict | None = None, track_phase: bool = False):
+        self._prompt_phase = False
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
+        phase = {"gen": (tables, residual),
+                 "prompt": (prompt_tables if prompt_tables is not None else tables,
+                            prompt_residual if prompt_residual is not None else residual) if prompt else ({}, {})}
+        try:
+            if track_phase or not prompt:
+                self._handles.append(model.base_model.register_forward_pre_hook(self._phase, with_kwargs=True))
+            for layer in tables:
+                self._handles.append(sites.acts[layer].register_forward_hook(self._neuron_hook(layer, phase)))
+            for layer in residual:
+                self._handles.append(sites.layers[layer].register_forward_hook(self._residual_hook(layer, phase)))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _phase(self, _module: nn.Module, _args: tuple, kwargs: dict[str, Any]) -> None:
+        cache = kwargs.get("past_key_values")
+        self._prompt_phase = cache is None or cache.get_seq_length() == 0
+
+    def _get(self, key: tuple[int, str], value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        full = (*key, like.device, like.dtype)
+        if full not in self._cache:
+            self._cache[full] = value.to(like.device, like.dtype)
+        return self._cache[full]
+
+    def _neuron_hook(self, layer: int, phase: dict):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+            name = "prompt" if self._prompt_phase else "gen"
+            table = phase[name][0].get(layer)
+            if table is None:
+                return None
+            scale, shift = (self._get((layer, f"{name}{i}"), t, output) for i, t in enumerate(table))
+            if scale.dim() == 3 and output.dim() == 2:
+                raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
+            if output.requires_grad:  # keep autograd intact
+                return output * scale + shift
+            return output.mul_(scale).add_(shift)
+
+        return hook
+
+    def _residual_hook(self, layer: int, phase: dict):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
+            name = "prompt" if self._prompt_phase else "gen"
+            delta = phase[name][1].get(layer)
+            if delta is None:
+                return None
+            h = output[0] if isinstance(output, tuple) else output
+            h = h + self._get((layer, f"{name}r"), delta, h)
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
 
 @contextmanager
@@ -384,7 +402,6 @@ def steer(
     beta: float | None = None,
     layers: tuple[int, int] | None = None,
     generated_only: bool = False,
-    rows: Sequence[int] | None = None,
     calibrated: Any = None,
 ) -> Iterator[Steering]:
     """Edit language neurons for the duration of the block; the hooks are removed afterwards, also on error.
@@ -392,7 +409,6 @@ def steer(
     >>> with steer(model, neurons, stats, "-en +fr", method="add", alpha=1.0):
     ...     out = model.generate(**batch)
 
-    `rows` limits the edits to those rows of each batch (nest several `steer` blocks to steer rows differently).
     `calibrated` (a `Calibration` or its JSON path) supplies the activated language's method, strength, layers
     and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
     """
@@ -413,7 +429,7 @@ def steer(
                                                 generated_only)
     elif expression:
         raise LangNeuronsError("pass either an expression or config=, not both")
-    steering = Steering(model, neurons, stats, config, rows).attach()
+    steering = Steering(model, neurons, stats, config).attach()
     try:
         yield steering
     finally:
