@@ -4,7 +4,8 @@ Prints tok/s of greedy generation (32 built-in prompts in four languages, batch 
   unsteered           no hooks
   steered             "-en +fr" (add) on every row
   per-row             four different settings in one batch, one group of rows each
-and the ratios steered / unsteered and per-row / unsteered (target >= 0.97). Generated tokens are counted from
+and the ratios steered / unsteered and per-row / unsteered (target >= 0.97), of the best runs and, steadier
+under drifting load, the median over rounds of each round's ratio. Generated tokens are counted from
 the model's forward calls (rows x steps), so the runs are checked to do the same work.
 
 Run: python benchmarks/steer.py [--repeats 3] [--stats stats.safetensors]
@@ -95,7 +96,9 @@ def main() -> None:
     for name, t in times.items():
         print(f"{name:10s} {rate[name]:8.1f} tok/s  (best of {args.repeats}; median {statistics.median(t):.2f} s)")
     for name in names[1:]:
-        print(f"{name} / unsteered = {rate[name] / rate['unsteered']:.3f}   (target >= 0.97)")
+        paired = statistics.median(u / t for u, t in zip(times["unsteered"], times[name]))
+        print(f"{name} / unsteered = {rate[name] / rate['unsteered']:.3f}   (target >= 0.97; median of the "
+              f"per-round ratios {paired:.3f})")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,20 @@ def test_unknown_language_in_question_set(setup):
     model, tok, stats, neurons = setup
     with pytest.raises(ln.LangNeuronsError, match="no language 'fr'"):
         run_forcing(model, tok, neurons, stats, ["fr"], ["ru"], [ForcingSetting()], question_set=QUESTIONS)
+
+
+def test_continuation_nll_equals_unpadded_hand_computation():
+    from langneurons.fluency import continuation_nll
+
+    model, tok = make_tiny("llama", dtype=torch.float64), tiny_tokenizer()
+    prompts = ["Q: Why?\nA:", "Q: The quick brown fox jumps?\nA:", "x"]
+    conts = ["Because it is.", "", "Всё хорошо и 人人"]
+    got = continuation_nll(model, tok, prompts, conts, batch_size=3)
+    assert got[1] is None
+    for p, c, g in zip(prompts, conts, got):
+        if c:
+            pi, ci = tok(p).input_ids, tok(" " + c, add_special_tokens=False).input_ids
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([pi + ci])).logits[0], -1)
+            want = -sum(float(logp[len(pi) - 1 + k, t]) for k, t in enumerate(ci)) / len(ci)
+            assert g == pytest.approx(want, abs=1e-5)

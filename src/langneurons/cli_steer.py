@@ -226,7 +226,7 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--stats", required=True, help="statistics file (LAPE is rerun at each neuron share)")
     c.add_argument("--targets", help="comma-separated (default: the statistics' languages)")
     c.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
-    c.add_argument("--keep", type=int, default=3, help="candidates per target kept for the second round")
+    c.add_argument("--keep", type=int, default=2, help="candidates per target kept for the second round")
     add_generation_options(c)
     c.add_argument("-o", "--output", default="calibration.json", help="calibration file")
     c.set_defaults(func=cmd_calibrate)

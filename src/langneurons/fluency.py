@@ -24,11 +24,13 @@ def is_fluent(text: str, distinct: float) -> bool:
 
 @torch.inference_mode()
 def continuation_nll(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 16
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8
 ) -> list[float | None]:
     """Mean negative log-likelihood per token of each continuation after its prompt (None for an empty one).
 
     Run it outside any steering block: the guard asks how plausible the steered text is to the plain model.
+    Rows are left-padded (positions counted from each row's first real token) so that every continuation ends
+    at the last position, and only the last positions go through the LM head.
     """
     device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -36,21 +38,22 @@ def continuation_nll(
     for start in range(0, len(prompts), batch_size):
         rows = []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
-            p = tokenizer(prompt).input_ids
             c = tokenizer(" " + cont.strip(), add_special_tokens=False).input_ids if cont.strip() else []
-            rows.append((p, c))
+            rows.append((tokenizer(prompt).input_ids, c))
         width = max(len(p) + len(c) for p, c in rows)
+        keep = max(len(c) for _, c in rows) + 1
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, (p, c) in enumerate(rows):  # right padding: positions stay 0.. for every row
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[i, : len(p) + len(c)] = 1
-        logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
         for i, (p, c) in enumerate(rows):
+            ids[i, width - len(p) - len(c) :] = torch.tensor(p + c)
+            mask[i, width - len(p) - len(c) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                       logits_to_keep=keep).logits
+        for i, (_, c) in enumerate(rows):
             if not c:
                 out.append(None)
                 continue
-            targets = torch.tensor(c, device=logp.device)
-            picked = logp[i, len(p) - 1 : len(p) + len(c) - 1].gather(-1, targets[:, None])
-            out.append(float(-picked.mean()))
+            logp = torch.log_softmax(logits[i, keep - len(c) - 1 : keep - 1].float(), -1)
+            out.append(float(-logp.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean()))
     return out
