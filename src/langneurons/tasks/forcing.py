@@ -197,7 +197,9 @@ def run_forcing(
     texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
     found = lid.identify(texts)
     prompts = [qa_prompt(prompts_of[j[1]][j[3]]) for j in jobs]
-    nlls = continuation_nll(model, tokenizer, prompts, texts) if nll else [None] * len(jobs)
+    unique = list(dict.fromkeys(zip(prompts, texts)))  # the baseline answers repeat for every target
+    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique)))) if nll else {}
+    nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
     for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
         distinct = distinct_bigram_share(tokenizer(text, add_special_tokens=False).input_ids)
