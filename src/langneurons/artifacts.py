@@ -46,6 +46,19 @@ def write_json(path: str | Path, data: Any) -> None:
     write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8"))
 
 
+def read_json(path: str | Path, kind: str, missing: str = "check the path") -> dict[str, Any]:
+    """Read a JSON artifact written with `"kind": kind`; `missing` says what to do if the file is absent."""
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise LangNeuronsError(f"{path}: no such file; {missing}") from None
+    except json.JSONDecodeError as e:
+        raise LangNeuronsError(f"{path}: not JSON ({e.msg}); re-create it") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise LangNeuronsError(f"{path}: not a {kind} file")
+    return data
+
+
 def save_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save tensors with `meta` (plus kind, library version and date) as JSON in the safetensors header,
     atomically."""

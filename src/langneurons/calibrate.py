@@ -7,13 +7,12 @@ by successive halving: every candidate on one question per source language, then
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langneurons.artifacts import write_json
+from langneurons.artifacts import read_json, write_json
 from langneurons.errors import LangNeuronsError
 from langneurons.identify import lape
 from langneurons.neurons import NeuronSet
@@ -70,14 +69,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        try:
-            data = json.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError:
-            raise LangNeuronsError(f"{path}: no such file; run `langneurons calibrate` first") from None
-        except json.JSONDecodeError as e:
-            raise LangNeuronsError(f"{path}: not JSON ({e.msg}); re-create it") from None
-        if data.get("kind") != KIND:
-            raise LangNeuronsError(f"{path}: not a calibration file")
+        data = read_json(path, KIND, missing="run `langneurons calibrate` first")
         settings = {t: ForcingSetting.from_dict(s) for t, s in data["settings"].items()}
         return cls(settings, data.get("scores", {}), data.get("meta", {}))
 

@@ -7,7 +7,6 @@ the language has neurons. Hooks live for the duration of a `with steer(...)` blo
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from langneurons.artifacts import write_json
+from langneurons.artifacts import read_json, write_json
 from langneurons.errors import LangNeuronsError
 from langneurons.neurons import NeuronSet
 from langneurons.sites import find_sites
@@ -133,19 +132,13 @@ class SteeringConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the settings as JSON (atomically)."""
-        write_json(path, {"kind": "steering", **self.to_dict()})
+        write_json(path, {"kind": "steering settings", **self.to_dict()})
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringConfig:
         """Read settings written by `save`."""
-        try:
-            data = json.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError:
-            raise LangNeuronsError(f"{path}: no such file; check the path") from None
-        except json.JSONDecodeError as e:
-            raise LangNeuronsError(f"{path}: not JSON ({e.msg}); re-create it") from None
-        if data.pop("kind", None) != "steering":
-            raise LangNeuronsError(f"{path}: not a steering settings file")
+        data = read_json(path, "steering settings")
+        data.pop("kind")
         try:
             return cls(**{**data, "layers": tuple(data["layers"]) if data.get("layers") else None})
         except TypeError as e:
