@@ -1,15 +1,20 @@
 # Set-up and the two entry points of the README. Torch is installed first, pinned, so that pip does not pull a
-# CUDA build on a CPU machine.
+# CUDA build on a CPU machine; everything else comes from the committed lock (pip constraints), so a fresh
+# machine gets the tested set. `make test-latest` checks the newest releases, `make test-oldest` the lower bounds.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+LOCK := requirements/lock.txt
+EXTRAS := demo,hf,test
+PIP := pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench lint browser
+.PHONY: demo test bench lint browser lock test-latest test-oldest
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[demo,hf,test]'
+	$(BIN)/$(PIP) $(TORCH)
+	$(BIN)/$(PIP) -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -31,3 +36,29 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+
+# A fresh environment without constraints, frozen into the lock (run `make test` afterwards to test it).
+lock:
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/$(PIP) $(TORCH)
+	.venv-lock/bin/$(PIP) -e '.[$(EXTRAS)]'
+	{ echo "# Locked, tested versions for 'make demo' and 'make test' (pip constraints; regenerate with 'make lock')."; \
+	  echo "# torch is installed first, pinned, from the CPU wheel; library users get the lower bounds of pyproject.toml."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v -E '^(torch|gemma3-270m)'; } > $(LOCK)
+	rm -rf .venv-lock
+
+# The unit tests on the newest release of every dependency (torch stays at the machine's pinned wheel).
+test-latest:
+	rm -rf .venv-latest && $(PY) -m venv .venv-latest
+	.venv-latest/bin/$(PIP) $(TORCH)
+	.venv-latest/bin/$(PIP) --upgrade -e '.[$(EXTRAS)]'
+	.venv-latest/bin/pip list --format freeze | grep -iE '^(transformers|accelerate|datasets|numpy|safetensors)='
+	.venv-latest/bin/pytest -m "not integration" -q
+
+# The unit tests on the oldest versions that pyproject.toml allows.
+test-oldest:
+	rm -rf .venv-oldest && $(PY) -m venv .venv-oldest
+	.venv-oldest/bin/$(PIP) $(TORCH)
+	.venv-oldest/bin/$(PIP) -c requirements/oldest.txt -e '.[$(EXTRAS)]'
+	.venv-oldest/bin/pip list --format freeze | grep -iE '^(transformers|accelerate|datasets|numpy|safetensors)='
+	.venv-oldest/bin/pytest -m "not integration" -q

@@ -311,6 +311,18 @@ def _on_prompt(s: Steering) -> bool:
     return not s.config.generated_only
 
 
+def cached_tokens(args: tuple, kwargs: dict[str, Any]) -> int:
+    """Tokens already held by the key/value cache passed to a decoder forward (0: the prompt phase).
+
+    The cache is found by what it is (an object with `get_seq_length`), not by the argument's name, which
+    transformers has renamed (`past_key_values` -> `cache` in 5.24).
+    """
+    for value in (*args, *kwargs.values()):
+        if hasattr(value, "get_seq_length"):
+            return int(value.get_seq_length())
+    return 0
+
+
 class _Hooks:
     """The registered hooks: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
 
@@ -337,9 +349,8 @@ class _Hooks:
             self.remove()
             raise
 
-    def _phase(self, _module: nn.Module, _args: tuple, kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
-        self._prompt_phase = cache is None or cache.get_seq_length() == 0
+    def _phase(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._prompt_phase = cached_tokens(args, kwargs) == 0
 
     def _get(self, key: tuple[int, str], value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         full = (*key, like.device, like.dtype)
