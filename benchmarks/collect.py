@@ -23,9 +23,9 @@ import time
 import torch
 
 import langneurons as ln
-from langneurons.collect import StatsRecorder
-from langneurons.corpus import pack_windows
-from langneurons.sites import find_sites
+from langneurons.core.sites import find_sites
+from langneurons.data.corpus import pack_windows
+from langneurons.stats.collect import StatsRecorder
 
 LANGS = ["en", "de", "ru", "zh", "ar", "hi"]
 

@@ -19,9 +19,9 @@ import time
 import torch
 
 import langneurons as ln
-from langneurons.corpus import pack_windows
-from langneurons.identify.relevance import RelevanceRecorder, frozen
-from langneurons.sites import find_sites
+from langneurons.core.sites import find_sites
+from langneurons.data.corpus import pack_windows
+from langneurons.stats.relevance import RelevanceRecorder, frozen
 
 LANGS = ["en", "de", "ru", "zh", "ar", "hi"]
 

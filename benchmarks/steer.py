@@ -20,9 +20,9 @@ import time
 import torch
 
 import langneurons as ln
-from langneurons.generation import generate
-from langneurons.prompts import qa_prompt, questions
-from langneurons.steering import SteeringConfig
+from langneurons.data.prompts import qa_prompt, questions
+from langneurons.steer.generation import generate
+from langneurons.steer.steering import SteeringConfig
 
 STATS_LANGS = ["en", "de", "fr", "ru", "zh"]
 PROMPT_LANGS = ["en", "de", "ru", "zh"]

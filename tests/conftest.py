@@ -20,6 +20,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def gemma():
     """(model, tokenizer) of the embedded gemma-3-270m, loaded once per session (converted once per cache)."""
-    from langneurons.models import load_model
+    from langneurons.core.models import load_model
 
     return load_model("gemma-3-270m")

@@ -11,13 +11,13 @@ import torch
 from tiny import make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate
-from langneurons.scoring import multiple_choice, option_logprobs, split_template
-from langneurons.stats import ActivationStats
-from langneurons.steering import steer
+from langneurons.core.errors import LangNeuronsError
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.generation import generate
+from langneurons.steer.steering import steer
 from langneurons.tasks.belebele import run_belebele
 from langneurons.tasks.benchmark_data import BENCHMARKS, SteerOptions, load_items
+from langneurons.tasks.scoring import multiple_choice, option_logprobs, split_template
 from langneurons.tasks.xnli import run_xnli
 from langneurons.tasks.xquad import answer_tokens, exact_match, run_xquad, token_f1
 
@@ -383,7 +383,7 @@ def cli_files(tmp_path_factory, tiny):
 
 
 def test_cli_smoke(cli_files, capsys):
-    from langneurons.cli import main
+    from langneurons.cli.main import main
 
     root, common = cli_files
     assert main(["evaluate", "belebele", *common, "--languages", "en,de", "--activate", "fr", "--data",
@@ -408,7 +408,7 @@ def test_cli_smoke(cli_files, capsys):
 
 
 def test_calibrated_steering_per_activated_language(tiny, tmp_path):
-    from langneurons.calibrate import Calibration
+    from langneurons.steer.calibration import Calibration
     from langneurons.tasks.forcing import ForcingSetting
 
     model, tok, neurons, stats = tiny

@@ -6,10 +6,10 @@ import pytest
 import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
-from langneurons.cli import main
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.cli.main import main
+from langneurons.core.errors import LangNeuronsError
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 
 
 @pytest.fixture(scope="module")

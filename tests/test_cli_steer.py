@@ -5,8 +5,8 @@ import json
 import pytest
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
-from langneurons.calibrate import Calibration
-from langneurons.cli import main
+from langneurons.cli.main import main
+from langneurons.steer.calibration import Calibration
 
 
 @pytest.fixture(scope="module")

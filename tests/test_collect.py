@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.corpus import Corpus, pack_windows
-from langneurons.sites import find_sites
+from langneurons.core.sites import find_sites
+from langneurons.data.corpus import Corpus, pack_windows
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 
@@ -110,7 +110,7 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
     path = tmp_path / "stats.safetensors"
     with pytest.raises(KeyboardInterrupt):
         ln.collect_stats(model, tok, corpus, checkpoint=path, **args)
-    meta = ln.artifacts.read_meta(path)
+    meta = ln.core.artifacts.read_meta(path)
     assert meta["incomplete"]["done"] == ["en"] and meta["incomplete"]["partial"][0] == "ru"
     with pytest.raises(ln.LangNeuronsError, match="interrupted collection"):
         ln.ActivationStats.load(path)
@@ -151,11 +151,11 @@ def test_torchrun_two_gloo_processes_equal_one(tmp_path):
               "--window", "16", "--batch-size", "2", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = lambda cmd: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
-    single = run([sys.executable, "-m", "langneurons.cli", *common, "-o", str(tmp_path / "one.safetensors")])
+    single = run([sys.executable, "-m", "langneurons.cli.main", *common, "-o", str(tmp_path / "one.safetensors")])
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     two_path = str(tmp_path / "two.safetensors")
-    dist = run([*torchrun, "--master-port", str(free_port()), "-m", "langneurons.cli", *common, "-o", two_path])
+    dist = run([*torchrun, "--master-port", str(free_port()), "-m", "langneurons.cli.main", *common, "-o", two_path])
     assert dist.returncode == 0, dist.stderr[-3000:]
     one = ln.ActivationStats.load(tmp_path / "one.safetensors")
     two = ln.ActivationStats.load(tmp_path / "two.safetensors")

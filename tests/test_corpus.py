@@ -16,8 +16,9 @@ import pytest
 import torch
 from tiny import SAMPLE, tiny_tokenizer
 
-from langneurons import corpus as corpus_module
-from langneurons.corpus import (
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data import corpus as corpus_module
+from langneurons.data.corpus import (
     Corpus,
     from_texts,
     hf_dataset,
@@ -27,7 +28,6 @@ from langneurons.corpus import (
     udhr_languages,
     window_prefix,
 )
-from langneurons.errors import LangNeuronsError
 
 
 class CharTokenizer:

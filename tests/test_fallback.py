@@ -7,9 +7,9 @@ import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.generation import generate
-from langneurons.prompts import STOP_STRINGS
-from langneurons.steering import steer
+from langneurons.data.prompts import STOP_STRINGS
+from langneurons.steer.generation import generate
+from langneurons.steer.steering import steer
 from langneurons.tasks.fallback import FallbackResult, distribution, run_fallback, step_label
 
 LANGS = ["en", "de", "fr", "ru"]
@@ -71,7 +71,7 @@ def test_artifacts_written(result, tmp_path):
     assert rows == result.samples
     assert paths["png"].stat().st_size > 0 and paths["svg"].stat().st_size > 0
     assert not list((tmp_path / "out").glob(".*.tmp"))
-    from langneurons.plots import fallback_bars  # the plot also takes the saved JSON
+    from langneurons.report.plots import fallback_bars  # the plot also takes the saved JSON
 
     assert [p.suffix for p in fallback_bars(summary, tmp_path / "again.png")] == [".png", ".svg"]
 

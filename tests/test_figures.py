@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from langneurons import figures
-from langneurons.cli import main
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.cli.main import main
+from langneurons.core.errors import LangNeuronsError
+from langneurons.identify.neurons import NeuronSet
+from langneurons.report import figures
+from langneurons.stats.activation import ActivationStats
 
 LANGS = ["en", "de", "ru", "zh", "sr-Latn"]
 LAYERS, NEURONS = 3, 16

@@ -7,12 +7,12 @@ import torch
 from tiny import TINY_CONFIGS, make_tiny, tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from langneurons.artifacts import read_meta
-from langneurons.cli import main
-from langneurons.corpus import from_texts, pack_windows
-from langneurons.errors import LangNeuronsError
-from langneurons.finetune import FinetuneDelta, _loss_backward, apply_finetune, finetune, finetuned
-from langneurons.neurons import NeuronSet
+from langneurons.cli.main import main
+from langneurons.core.artifacts import read_meta
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.corpus import from_texts, pack_windows
+from langneurons.identify.neurons import NeuronSet
+from langneurons.tasks.finetune import FinetuneDelta, _loss_backward, apply_finetune, finetune, finetuned
 
 N, HIDDEN = 48, 32  # tiny MLP width and hidden size (tests/tiny.py)
 SELECTED = {0: [1, 5, 17, 40], 1: [0, 3, 47]}  # xx's neurons per layer

@@ -7,9 +7,9 @@ import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.generation import generate
-from langneurons.prompts import STOP_STRINGS, qa_prompt
-from langneurons.steering import steer
+from langneurons.data.prompts import STOP_STRINGS, qa_prompt
+from langneurons.steer.generation import generate
+from langneurons.steer.steering import steer
 from langneurons.tasks.forcing import ForcingSetting, run_forcing
 
 LANGS = ["en", "de", "ru"]
@@ -77,7 +77,7 @@ def test_unknown_language_in_question_set(setup):
 
 
 def test_continuation_nll_equals_unpadded_hand_computation():
-    from langneurons.fluency import continuation_nll
+    from langneurons.tasks.fluency import continuation_nll
 
     model, tok = make_tiny("llama", dtype=torch.float64), tiny_tokenizer()
     prompts = ["Q: Why?\nA:", "Q: The quick brown fox jumps?\nA:", "x"]

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from tiny import capture
 
 import langneurons as ln
-from langneurons.cli import main
-from langneurons.corpus import pack_windows
+from langneurons.cli.main import main
+from langneurons.data.corpus import pack_windows
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import random
 import pytest
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 from langneurons.identify import frequency_contrast, lape, random_like
-from langneurons.stats import ActivationStats
+from langneurons.stats.activation import ActivationStats
 
 
 def make_stats(p_rows: list[list[list[float]]], n: int = 10) -> ActivationStats:

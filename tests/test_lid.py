@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from langneurons import lid
-from langneurons.errors import LangNeuronsError
-from langneurons.lid import FastTextIdentifier, Identified, ScriptIdentifier, get_identifier
-from langneurons.prompts import question_languages, questions
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.prompts import question_languages, questions
+from langneurons.tasks import lid
+from langneurons.tasks.lid import FastTextIdentifier, Identified, ScriptIdentifier, get_identifier
 
 
 @pytest.fixture

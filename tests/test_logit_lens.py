@@ -8,11 +8,11 @@ import torch
 from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from langneurons.cli import main
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.sites import find_sites
-from langneurons.steering import SteeringConfig
+from langneurons.cli.main import main
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import find_sites
+from langneurons.identify.neurons import NeuronSet
+from langneurons.steer.steering import SteeringConfig
 from langneurons.tasks.logit_lens import SCRIPTS, run_logit_lens, token_script
 
 PROMPTS = {"en": ["Q: Why is the sky blue?\nA:", "The dog"], "ru": ["Собака спит.", "Q: Кто?\nA:"]}

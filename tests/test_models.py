@@ -14,11 +14,11 @@ import torch
 from tiny import make_tiny, tiny_tokenizer
 from transformers import BertConfig, BertLMHeadModel, T5Config
 
-from langneurons import models
-from langneurons.cache import cache_dir
-from langneurons.errors import LangNeuronsError
-from langneurons.models import EmbeddedModel, load_model, model_id, model_revision
-from langneurons.sites import find_sites
+from langneurons.core import models
+from langneurons.core.cache import cache_dir
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import EmbeddedModel, load_model, model_id, model_revision
+from langneurons.core.sites import find_sites
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

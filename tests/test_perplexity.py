@@ -9,13 +9,13 @@ from tiny import SAMPLE, TINY_CONFIGS, make_tiny, tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import langneurons.tasks.perplexity as ppl
-from langneurons.cli import main
-from langneurons.corpus import from_texts
-from langneurons.errors import LangNeuronsError
+from langneurons.cli.main import main
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import find_sites
+from langneurons.data.corpus import from_texts
 from langneurons.identify import random_like
-from langneurons.neurons import NeuronSet
-from langneurons.sites import find_sites
-from langneurons.steering import steer
+from langneurons.identify.neurons import NeuronSet
+from langneurons.steer.steering import steer
 
 LANGS = ["en", "de", "ru"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from langneurons.errors import LangNeuronsError
-from langneurons.prompts import (
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.prompts import (
     STOP_STRINGS,
     cut_continuation,
     load_questions,

@@ -6,12 +6,12 @@ import torch.nn.functional as F
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.cli import main
-from langneurons.corpus import Corpus, pack_windows
+from langneurons.cli.main import main
+from langneurons.core.sites import find_sites
+from langneurons.data.corpus import Corpus, pack_windows
 from langneurons.identify import RelevanceStats, collect_relevance, crane, crane_scores
-from langneurons.identify.relevance import RelevanceRecorder, frozen
-from langneurons.neurons import NeuronSet
-from langneurons.sites import find_sites
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.relevance import RelevanceRecorder, frozen
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 ARGS = {"window": 16, "progress": False}
@@ -150,7 +150,7 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
     path = tmp_path / "rel.safetensors"
     with pytest.raises(KeyboardInterrupt):
         collect_relevance(model, tok, corpus, checkpoint=path, **args)
-    meta = ln.artifacts.read_meta(path)
+    meta = ln.core.artifacts.read_meta(path)
     assert meta["incomplete"]["done"] == ["en"] and meta["incomplete"]["partial"][0] == "ru"
     with pytest.raises(ln.LangNeuronsError, match="interrupted collection"):
         RelevanceStats.load(path)

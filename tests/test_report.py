@@ -16,12 +16,12 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from langneurons.calibrate import Calibration
-from langneurons.cli import main
+from langneurons.cli.main import main
 from langneurons.identify import lape
-from langneurons.plots import neurons_per_layer
-from langneurons.report import build_report
-from langneurons.stats import ActivationStats
+from langneurons.report.plots import neurons_per_layer
+from langneurons.report.report import build_report
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.calibration import Calibration
 from langneurons.tasks.fallback import FallbackResult
 from langneurons.tasks.forcing import ForcingResult, ForcingSetting
 from langneurons.tasks.results import write_results

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 from langneurons.tasks.results import SampleLog, read_results, write_results
 
 
@@ -46,7 +46,7 @@ def test_artifacts_get_a_normal_file_mode(tmp_path):
 
     import torch
 
-    from langneurons.artifacts import save_tensors
+    from langneurons.core.artifacts import save_tensors
 
     umask = os.umask(0)
     os.umask(umask)

@@ -21,8 +21,8 @@ from transformers import AutoConfig, AutoModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.pytorch_utils import Conv1D
 
-from langneurons.errors import LangNeuronsError
-from langneurons.sites import REGISTRY, NeuronSites, find_sites, validate_sites
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import REGISTRY, NeuronSites, find_sites, validate_sites
 
 FAMILIES = sorted(REGISTRY)
 

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from langneurons.artifacts import META_KEY
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.core.artifacts import META_KEY
+from langneurons.core.errors import LangNeuronsError
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 
 
 def rand_stats(langs, seed=0, shape=(2, 5), model="m"):
@@ -72,7 +72,7 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "s.safetensors"
     rand_stats(["en"]).save(path)
     before = path.read_bytes()
-    import langneurons.artifacts as art
+    import langneurons.core.artifacts as art
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

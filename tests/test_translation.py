@@ -9,14 +9,14 @@ import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.cli import main
-from langneurons.corpus import udhr_articles
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate
-from langneurons.metrics import bleu, bleu_tokenizer, chrf, translation_scores
-from langneurons.steering import steer
+from langneurons.cli.main import main
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.corpus import udhr_articles
+from langneurons.steer.generation import generate
+from langneurons.steer.steering import steer
 from langneurons.tasks import translation
 from langneurons.tasks.forcing import ForcingSetting
+from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
 from langneurons.tasks.translation import (
     STOP,
     ParallelData,

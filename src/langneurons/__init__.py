@@ -1,18 +1,18 @@
 """langneurons: find the language-specific neurons of a transformer LM and steer its output language."""
 
-__version__ = "0.1.0"
 
-from langneurons.collect import collect_stats
-from langneurons.compare import compare_methods, matched_sets
-from langneurons.corpus import Corpus, from_texts, hf_dataset, text_files, udhr
-from langneurons.errors import LangNeuronsError
-from langneurons.finetune import FinetuneDelta, apply_finetune, finetuned
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import load_model
+from langneurons.core.sites import find_sites
+from langneurons.core.version import __version__
+from langneurons.data.corpus import Corpus, from_texts, hf_dataset, text_files, udhr
 from langneurons.identify import RelevanceStats, collect_relevance, crane, frequency_contrast, lape, random_like
-from langneurons.models import load_model
-from langneurons.neurons import NeuronSet
-from langneurons.scoring import option_logprobs
-from langneurons.sites import find_sites
-from langneurons.stats import ActivationStats
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.stats.collect import collect_stats
+from langneurons.tasks.compare import compare_methods, matched_sets
+from langneurons.tasks.finetune import FinetuneDelta, apply_finetune, finetuned
+from langneurons.tasks.scoring import option_logprobs
 
 __all__ = [
     "ActivationStats", "Corpus", "FinetuneDelta", "LangNeuronsError", "NeuronSet", "RelevanceStats", "__version__",

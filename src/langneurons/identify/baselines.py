@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.common import provenance
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 
 
 def frequency_contrast(stats: ActivationStats, per_language: int | Mapping[str, int]) -> NeuronSet:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langneurons.stats import ActivationStats
+from langneurons.stats.activation import ActivationStats
 
 
 def provenance(stats: ActivationStats, method: str, **settings: Any) -> dict[str, Any]:

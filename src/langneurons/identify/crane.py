@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.common import provenance
-from langneurons.identify.relevance import RelevanceStats
-from langneurons.neurons import NeuronSet
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.relevance import RelevanceStats
 
 CONTRASTS = ("margin", "mean")
 

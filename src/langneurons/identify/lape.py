@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.common import provenance
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 
 
 def kth_quantile(values: torch.Tensor, rate: float) -> float:

@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
-from langneurons.cli_common import add_model_options, add_steering_options, load_inputs, parse_languages
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.scoring import NORMALIZATIONS, multiple_choice, split_template
-from langneurons.stats import ActivationStats
+from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages
+from langneurons.core.errors import LangNeuronsError
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 from langneurons.tasks.benchmark_data import (
     BenchmarkResult,
     SteerOptions,
@@ -33,6 +32,7 @@ from langneurons.tasks.benchmark_data import (
     pick_template,
     run_benchmark,
 )
+from langneurons.tasks.scoring import NORMALIZATIONS, multiple_choice, split_template
 
 SUMMARY = "Belebele reading comprehension: accuracy by option log-likelihood, baseline vs each activated language"
 

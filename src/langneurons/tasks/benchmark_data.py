@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.cli_common import parse_languages, parse_layers
-from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
-from langneurons.steering import steer
+from langneurons.cli.options import parse_languages, parse_layers
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.steering import steer
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
 
 # ISO 639-1 code -> Belebele (FLORES-200) config; a config name itself (e.g. "zho_Hant") is accepted as well.
@@ -359,7 +359,7 @@ def run_benchmark(
     """
     steering = steering or SteerOptions()
     if isinstance(steering.calibrated, str | Path):
-        from langneurons.calibrate import Calibration
+        from langneurons.steer.calibration import Calibration
 
         steering = replace(steering, calibrated=Calibration.load(steering.calibrated))
     activated = _activated(neurons, steering, activate)
@@ -433,7 +433,7 @@ def _save(result: BenchmarkResult, model: torch.nn.Module, out: Path) -> dict[st
                                    result.summary()),
              "samples": out / f"{result.task}_samples.jsonl"}
     if result.activated:
-        from langneurons.plots import heatmap
+        from langneurons.report.plots import heatmap
 
         metric = result.metrics[0]
         d = result.delta(metric)

@@ -21,16 +21,16 @@ from typing import Any
 import torch
 import transformers
 
-import langneurons
-from langneurons.artifacts import write_atomic, write_json
-from langneurons.cli_common import add_generation_options, add_model_options, load_inputs, parse_languages
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate, generation_settings
-from langneurons.lid import get_identifier
-from langneurons.models import model_id, model_revision
-from langneurons.neurons import NeuronSet
-from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
-from langneurons.steering import SteeringConfig
+from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
+from langneurons.core.artifacts import write_atomic, write_json
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id, model_revision
+from langneurons.core.version import __version__
+from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
+from langneurons.identify.neurons import NeuronSet
+from langneurons.steer.generation import generate, generation_settings
+from langneurons.steer.steering import SteeringConfig
+from langneurons.tasks.lid import get_identifier
 
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
@@ -56,7 +56,7 @@ class FallbackResult:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write fallback.json, fallback_samples.jsonl and fallback.png/.svg (atomically); returns the paths."""
-        from langneurons.plots import fallback_bars
+        from langneurons.report.plots import fallback_bars
 
         out = Path(out_dir)
         paths = {"summary": out / "fallback.json", "samples": out / "fallback_samples.jsonl"}
@@ -159,7 +159,7 @@ def run_fallback(
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "neurons": {"method": neurons.meta.get("method"), "settings": neurons.meta.get("settings", {}),
                     "counts": {lang: neurons.count(lang) for lang in neurons.languages}},
-        "versions": {"langneurons": langneurons.__version__, "torch": torch.__version__,
+        "versions": {"langneurons": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__},
         "seconds": round(seconds, 2),
     }

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from langneurons.artifacts import atomic_path, write_json
-from langneurons.cli_common import (
+from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
@@ -26,16 +25,17 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
-from langneurons.errors import LangNeuronsError
-from langneurons.fluency import continuation_nll, distinct_bigram_share, is_fluent
-from langneurons.generation import generate, generation_settings
+from langneurons.core.artifacts import atomic_path, write_json
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id
+from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
 from langneurons.identify import lape
-from langneurons.lid import get_identifier
-from langneurons.models import model_id
-from langneurons.neurons import NeuronSet
-from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
-from langneurons.stats import ActivationStats
-from langneurons.steering import SteeringConfig
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.generation import generate, generation_settings
+from langneurons.steer.steering import SteeringConfig
+from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
+from langneurons.tasks.lid import get_identifier
 
 SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
@@ -116,7 +116,7 @@ class ForcingResult:
 
     def save(self, out_dir: str | Path, name: str = "forcing") -> dict[str, Path]:
         """`{name}.json` (settings + summary + cells), `{name}_samples.jsonl`, one heatmap per setting."""
-        from langneurons.plots import heatmap
+        from langneurons.report.plots import heatmap
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,7 @@ def _sweep(args: argparse.Namespace) -> list[Any]:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate forcing`."""
-    from langneurons.prompts import load_questions
+    from langneurons.data.prompts import load_questions
 
     model, tok, neurons, stats = load_inputs(args)
     langs = stats.languages if stats is not None else (neurons.languages if neurons is not None else None)
@@ -313,7 +313,7 @@ def main(args: argparse.Namespace) -> None:
     if not sources or not targets:
         raise LangNeuronsError("give --sources and --targets, or --stats/--neurons to take their languages")
     if args.calibrated:
-        from langneurons.calibrate import Calibration
+        from langneurons.steer.calibration import Calibration
 
         cal = Calibration.load(args.calibrated)
         plan: Any = {"calibrated": {t: cal.setting(t) for t in targets}}

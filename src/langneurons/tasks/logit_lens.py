@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.artifacts import write_atomic
-from langneurons.cli_common import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
-from langneurons.errors import LangNeuronsError
-from langneurons.lid import _script
-from langneurons.neurons import NeuronSet
-from langneurons.prompts import SPLITS, qa_prompt, questions
-from langneurons.sites import find_sites
-from langneurons.stats import ActivationStats
-from langneurons.steering import SteeringConfig, steer
+from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
+from langneurons.core.artifacts import write_atomic
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import find_sites
+from langneurons.data.prompts import SPLITS, qa_prompt, questions
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.steering import SteeringConfig, steer
+from langneurons.tasks.lid import _script
 from langneurons.tasks.perplexity import head_logits
 from langneurons.tasks.results import run_metadata, write_results
 
@@ -113,7 +113,7 @@ class LogitLensResult:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write logit_lens.json, logit_lens_samples.jsonl and logit_lens.png/.svg (atomically); returns paths."""
-        from langneurons.plots import logit_lens_lines
+        from langneurons.report.plots import logit_lens_lines
 
         out = Path(out_dir)
         paths = {"summary": write_results(out / "logit_lens.json", self.meta, self.summary()),
@@ -263,7 +263,7 @@ _SHORT = {"Latin": "Lat", "Cyrillic": "Cyr", "Arabic": "Ara", "Devanagari": "Dev
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate logit-lens`."""
-    from langneurons.cli import DEMO_LANGUAGES, format_table
+    from langneurons.cli.main import DEMO_LANGUAGES, format_table
 
     if args.calibrated:
         raise LangNeuronsError("--calibrated is not supported by the logit lens; give --steer with --method")

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.cli_common import add_model_options, load_inputs, parse_languages
-from langneurons.corpus import Corpus, pack_windows
-from langneurons.errors import LangNeuronsError
+from langneurons.cli.options import add_model_options, load_inputs, parse_languages
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.corpus import Corpus, pack_windows
 from langneurons.identify import random_like
-from langneurons.neurons import NeuronSet
-from langneurons.steering import DEACTIVATIONS, SteeringConfig, steer
+from langneurons.identify.neurons import NeuronSet
+from langneurons.steer.steering import DEACTIVATIONS, SteeringConfig, steer
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
 
 SUMMARY = "deactivate each language's neurons: next-token loss on every language's held-out text (+ random control)"
@@ -216,7 +216,7 @@ class PerplexityResult:
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write perplexity.json, the cells JSONL (unless the run logged there) and a delta-NLL heatmap per set
         (PNG + SVG, one colour scale for all); returns the paths."""
-        from langneurons.plots import heatmap
+        from langneurons.report.plots import heatmap
 
         out = Path(out_dir)
         paths = {"summary": write_results(out / "perplexity.json", self.meta, self.summary()), "cells": out / CELLS}
@@ -350,7 +350,7 @@ def _signed(value: float | None) -> str:
 
 def _table(result: PerplexityResult, name: str) -> str:
     """The set's delta matrix as text: baseline NLL first, then one row per deactivated language."""
-    from langneurons.cli import format_table
+    from langneurons.cli.main import format_table
 
     rows = [{"": "baseline NLL", **{y: f"{v:.3f}" for y, v in result.baseline.items()}}]
     rows += [{"": f"-{x}", **{y: f"{v:+.3f}" for y, v in row.items()}} for x, row in result.delta(name).items()]
@@ -369,7 +369,7 @@ def _table(result: PerplexityResult, name: str) -> str:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate perplexity`."""
-    from langneurons.cli_common import build_corpus
+    from langneurons.cli.options import build_corpus
 
     for name in ("max_tokens", "batch_size", "window"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:

@@ -10,8 +10,8 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langneurons.artifacts import read_json, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import read_json, write_json
+from langneurons.core.errors import LangNeuronsError
 
 RESULTS_KIND = "results"
 
@@ -21,8 +21,8 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
     import torch
     import transformers
 
-    from langneurons import __version__
-    from langneurons.models import model_id, model_revision
+    from langneurons.core.models import model_id, model_revision
+    from langneurons.core.version import __version__
 
     return {
         "task": task,

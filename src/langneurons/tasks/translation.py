@@ -14,7 +14,7 @@ For flores and files the first id is the few-shot example and never evaluated.
 Each prompt fills `template` (fields {src_name}, {tgt_name}, {src}, {tgt}, {source}) after `shots` filled
 examples; greedy generation stops at the end of the line. Every pair is generated unsteered ("baseline") and
 steered: the target's neurons activated ("+tgt"), optionally the source's deactivated first ("-src +tgt").
-chrF and BLEU are corpus-level sacrebleu scores (`langneurons.metrics`); each output's language is identified,
+chrF and BLEU are corpus-level sacrebleu scores (`langneurons.tasks.metrics`); each output's language is identified,
 since that is what steering changes.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from langneurons.cli_common import (
+from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
@@ -40,16 +40,16 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate, generation_settings
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id
 from langneurons.identify import lape
-from langneurons.lid import get_identifier
-from langneurons.metrics import bleu_tokenizer, translation_scores
-from langneurons.models import model_id
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
-from langneurons.steering import SteeringConfig
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.generation import generate, generation_settings
+from langneurons.steer.steering import SteeringConfig
 from langneurons.tasks.forcing import ForcingSetting
+from langneurons.tasks.lid import get_identifier
+from langneurons.tasks.metrics import bleu_tokenizer, translation_scores
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
 
 SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, unsteered vs target activated"
@@ -114,7 +114,7 @@ class ParallelData:
 
 def udhr_parallel(languages: Sequence[str], split: str = "all", udhr_dir: str | Path | None = None) -> ParallelData:
     """The embedded UDHR as paragraphs aligned across `languages` (see the module docstring for ids and splits)."""
-    from langneurons.corpus import udhr, udhr_articles
+    from langneurons.data.corpus import udhr, udhr_articles
 
     if split not in ("all", "train", "heldout"):
         raise LangNeuronsError(f"UDHR split {split!r}; use all, train or heldout")
@@ -494,7 +494,7 @@ def _bars(summary: dict[str, Any], path: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from langneurons.plots import _save
+    from langneurons.report.plots import _save
 
     names = list(summary["pairs"])
     labels = [label for label in SETTINGS if label in summary["mean"]]
@@ -572,7 +572,7 @@ def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSettin
         return None
     deactivate = args.mode == "deactivate-source"
     if args.calibrated:
-        from langneurons.calibrate import Calibration
+        from langneurons.steer.calibration import Calibration
 
         cal = Calibration.load(args.calibrated)
         return {t: dataclasses.replace(cal.setting(t), deactivate_source=deactivate) for t in targets}
@@ -593,7 +593,7 @@ def main(args: argparse.Namespace) -> None:
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
         plot=not args.no_plot, progress=not args.quiet,
     )
-    from langneurons.cli import format_table
+    from langneurons.cli.main import format_table
 
     rows = []
     for name, cell in result.summary["pairs"].items():

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from langneurons.cli_common import add_model_options, add_steering_options, load_inputs
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate, generation_settings
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
+from langneurons.cli.options import add_model_options, add_steering_options, load_inputs
+from langneurons.core.errors import LangNeuronsError
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.generation import generate, generation_settings
 from langneurons.tasks.benchmark_data import (
     BenchmarkResult,
     SteerOptions,

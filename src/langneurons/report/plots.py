@@ -11,8 +11,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from langneurons.artifacts import atomic_path
-from langneurons.neurons import NeuronSet
+from langneurons.core.artifacts import atomic_path
+from langneurons.identify.neurons import NeuronSet
 
 
 def _save(fig: plt.Figure, path: str | Path) -> list[Path]:

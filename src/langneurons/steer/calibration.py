@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langneurons.artifacts import read_json, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import read_json, write_json
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.prompts import questions
 from langneurons.identify import lape
-from langneurons.neurons import NeuronSet
-from langneurons.prompts import questions
-from langneurons.stats import ActivationStats
-from langneurons.steering import SteeringConfig
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.steering import SteeringConfig
 from langneurons.tasks.forcing import ForcingSetting, run_forcing
 
 KIND = "calibration"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 # ISO 639-1/3 codes and ISO 15924 scripts per BLEU tokenizer (anything else: "13a")
 _ZH_LANGUAGES = frozenset({"zh", "zho", "chi", "cmn", "yue", "wuu", "lzh", "gan", "hak", "nan"})

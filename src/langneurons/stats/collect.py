@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from langneurons.artifacts import load_tensors
-from langneurons.corpus import Corpus, pack_windows, window_prefix
-from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
-from langneurons.sites import NeuronSites, find_sites
-from langneurons.stats import KIND, ActivationStats, empty_stats
+from langneurons.core.artifacts import load_tensors
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id, model_revision
+from langneurons.core.sites import NeuronSites, find_sites
+from langneurons.data.corpus import Corpus, pack_windows, window_prefix
+from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 
 
 class _StopForward(Exception):

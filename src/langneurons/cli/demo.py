@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from langneurons.artifacts import write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import write_json
+from langneurons.core.errors import LangNeuronsError
 
 LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko"]
 EMBEDDED = "gemma-3-270m"
@@ -44,14 +44,14 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every stage; returns the summary (also written to `summary.json`) with each stage's seconds."""
-    from langneurons.calibrate import Calibration
-    from langneurons.collect import collect_stats
-    from langneurons.corpus import udhr
+    from langneurons.core.models import load_model
+    from langneurons.data.corpus import udhr
+    from langneurons.data.prompts import questions as builtin_questions
     from langneurons.identify import lape
-    from langneurons.models import load_model
-    from langneurons.plots import neurons_per_layer
-    from langneurons.prompts import questions as builtin_questions
-    from langneurons.report import build_report
+    from langneurons.report.plots import neurons_per_layer
+    from langneurons.report.report import build_report
+    from langneurons.stats.collect import collect_stats
+    from langneurons.steer.calibration import Calibration
     from langneurons.tasks.forcing import run_forcing
     from langneurons.tasks.perplexity import run_perplexity
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langneurons.artifacts import read_meta, write_atomic
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import read_meta, write_atomic
+from langneurons.core.errors import LangNeuronsError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -120,7 +120,7 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Repor
 
 
 def _version() -> str:
-    from langneurons import __version__
+    from langneurons.core.version import __version__
 
     return __version__
 
@@ -182,8 +182,8 @@ class _State:
         self.n_found = len(self.pngs)
 
     def _safetensors(self, item: _Item) -> None:
-        from langneurons.neurons import NeuronSet
-        from langneurons.stats import ActivationStats
+        from langneurons.identify.neurons import NeuronSet
+        from langneurons.stats.activation import ActivationStats
 
         item.meta = read_meta(item.path)
         kind = item.meta.get("kind")
@@ -209,7 +209,7 @@ class _State:
             if not isinstance(item.data.get("summary"), dict):
                 raise LangNeuronsError("results without a 'summary' object")
         elif data.get("kind") == "calibration":
-            from langneurons.calibrate import Calibration
+            from langneurons.steer.calibration import Calibration
 
             item.kind, item.data = "calibration", Calibration.load(item.path)
         elif settings.get("task") == "forcing" and isinstance(data.get("summary"), dict):
@@ -506,13 +506,13 @@ class _State:
 
 
 def _figs():
-    from langneurons import figures
+    from langneurons.report import figures
 
     return figures
 
 
 def _plots():
-    from langneurons import plots
+    from langneurons.report import plots
 
     return plots
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 META_KEY = "langneurons"
 
@@ -65,7 +65,7 @@ def read_json(path: str | Path, kind: str, missing: str = "check the path") -> d
 def save_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save tensors with `meta` (plus kind, library version and date) as JSON in the safetensors header,
     atomically."""
-    from langneurons import __version__
+    from langneurons.core.version import __version__
 
     meta = {**meta, "kind": kind, "library_version": __version__}
     meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def find_sites(model: nn.Module) -> NeuronSites:
     if spec is None:
         raise LangNeuronsError(
             f"model type '{mtype}' has no known neuron site; supported: {', '.join(sorted(REGISTRY))}. "
-            "Add an entry to langneurons.sites.REGISTRY"
+            "Add an entry to langneurons.core.sites.REGISTRY"
         )
     paths = _layer_paths(model, spec)
     for path in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 
 def parse_languages(text: str | None) -> list[str] | None:
@@ -60,9 +60,9 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
 
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, neuron set and statistics named by the options."""
-    from langneurons.models import load_model
-    from langneurons.neurons import NeuronSet
-    from langneurons.stats import ActivationStats
+    from langneurons.core.models import load_model
+    from langneurons.identify.neurons import NeuronSet
+    from langneurons.stats.activation import ActivationStats
 
     neurons = NeuronSet.load(args.neurons) if getattr(args, "neurons", None) else None
     stats = ActivationStats.load(args.stats) if getattr(args, "stats", None) else None
@@ -76,8 +76,8 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
 
 def build_corpus(args: argparse.Namespace) -> Any:
     """Build the corpus the options describe: udhr, a folder/file mapping, or an HF dataset."""
-    from langneurons import corpus as c
-    from langneurons.demo import LANGUAGES
+    from langneurons.cli.demo import LANGUAGES
+    from langneurons.data import corpus as c
 
     langs = parse_languages(args.languages)
     spec: str = args.corpus

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from langneurons.cli_common import (
+from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
@@ -15,13 +15,13 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from langneurons.generation import generate
-    from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
-    from langneurons.steering import steer
+    from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
+    from langneurons.steer.generation import generate
+    from langneurons.steer.steering import steer
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -42,7 +42,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                generated_only=args.generated_only, calibrated=args.calibrated) as s:
         steered = generate(model, tok, prompts, **common)
         described = s.config.describe()
-    from langneurons.lid import get_identifier
+    from langneurons.tasks.lid import get_identifier
 
     lid = get_identifier(args.identifier)
     rows = []
@@ -51,7 +51,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                      "steered_language": ls.language, "steering": described})
         print(f"--- {prompt!r}\n  baseline [{lb.language or '-'}]: {b}\n  steered  [{ls.language or '-'}]: {st}")
     if args.output:
-        from langneurons.artifacts import atomic_path
+        from langneurons.core.artifacts import atomic_path
 
         with atomic_path(args.output) as tmp:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
@@ -59,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from langneurons.calibrate import calibrate
+    from langneurons.steer.calibration import calibrate
 
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages

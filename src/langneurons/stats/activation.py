@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import load_tensors, save_tensors
+from langneurons.core.errors import LangNeuronsError
 
 KIND = "stats"
 

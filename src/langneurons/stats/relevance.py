@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.collect import _batches, _flush, _resume, _save, _shard
-from langneurons.corpus import Corpus, pack_windows, window_prefix
-from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
-from langneurons.sites import NeuronSites, find_sites
+from langneurons.core.artifacts import load_tensors, save_tensors
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id, model_revision
+from langneurons.core.sites import NeuronSites, find_sites
+from langneurons.data.corpus import Corpus, pack_windows, window_prefix
+from langneurons.stats.collect import _batches, _flush, _resume, _save, _shard
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
 KIND = "relevance"

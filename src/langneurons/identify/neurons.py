@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.errors import LangNeuronsError
+from langneurons.core.artifacts import load_tensors, save_tensors
+from langneurons.core.errors import LangNeuronsError
 
 KIND = "neurons"
 
@@ -118,8 +118,8 @@ class NeuronSet:
 
     def check_model(self, model: torch.nn.Module) -> None:
         """Fail clearly unless this set fits `model`'s neuron sites (layers x neurons)."""
-        from langneurons.models import model_id
-        from langneurons.sites import find_sites
+        from langneurons.core.models import model_id
+        from langneurons.core.sites import find_sites
 
         self.check_shape(*find_sites(model).shape, model=model_id(model))
 

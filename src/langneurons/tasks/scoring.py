@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError
 
 NORMALIZATIONS = ("sum", "token", "char")
 

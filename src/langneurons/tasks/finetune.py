@@ -26,12 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.corpus import Corpus, pack_windows
-from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
-from langneurons.neurons import NeuronSet
-from langneurons.sites import NeuronSites, find_sites
+from langneurons.core.artifacts import load_tensors, save_tensors
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.models import model_id, model_revision
+from langneurons.core.sites import NeuronSites, find_sites
+from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.identify.neurons import NeuronSet
 
 KIND = "finetune"
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langneurons.cli_common import add_model_options, build_corpus, parse_languages
-from langneurons.demo import LANGUAGES as DEMO_LANGUAGES
-from langneurons.errors import LangNeuronsError
+from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
+from langneurons.cli.options import add_model_options, build_corpus, parse_languages
+from langneurons.core.errors import LangNeuronsError
 
 
 def _init_distributed() -> None:
@@ -49,8 +49,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from langneurons.collect import collect_stats
-    from langneurons.models import load_model
+    from langneurons.core.models import load_model
+    from langneurons.stats.collect import collect_stats
 
     for name in ("max_tokens", "window", "batch_size"):
         value = getattr(args, name)
@@ -63,7 +63,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
     model, tok = load_model(args.model, dtype=args.dtype, device=_device(args))
     start = time.perf_counter()
     if args.relevance:
-        from langneurons.identify.relevance import collect_relevance
+        from langneurons.stats.relevance import collect_relevance
 
         stats = collect_relevance(model, tok, corpus, max_tokens=args.max_tokens, window=args.window,
                                   batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet)
@@ -80,9 +80,9 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 def cmd_identify(args: argparse.Namespace) -> None:
     from langneurons.identify import crane, frequency_contrast, lape
-    from langneurons.identify.relevance import RelevanceStats
-    from langneurons.neurons import NeuronSet
-    from langneurons.stats import ActivationStats
+    from langneurons.identify.neurons import NeuronSet
+    from langneurons.stats.activation import ActivationStats
+    from langneurons.stats.relevance import RelevanceStats
 
     stats = RelevanceStats.load(args.stats) if args.method == "crane" else ActivationStats.load(args.stats)
     if parse_languages(args.languages):
@@ -104,15 +104,15 @@ def cmd_identify(args: argparse.Namespace) -> None:
     print(format_table(neurons.summary()))
     print(f"{neurons.count()} distinct neurons; wrote {args.output}")
     if args.plot:
-        from langneurons.plots import neurons_per_layer
+        from langneurons.report.plots import neurons_per_layer
 
         print("plot:", ", ".join(str(p) for p in neurons_per_layer(neurons, args.plot)))
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from langneurons.artifacts import read_meta
-    from langneurons.identify.relevance import RelevanceStats
-    from langneurons.stats import ActivationStats
+    from langneurons.core.artifacts import read_meta
+    from langneurons.stats.activation import ActivationStats
+    from langneurons.stats.relevance import RelevanceStats
 
     if len(args.inputs) < 2:
         raise LangNeuronsError("merge needs at least two statistics files")
@@ -127,9 +127,9 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from langneurons.artifacts import read_meta
-    from langneurons.neurons import NeuronSet
-    from langneurons.stats import ActivationStats
+    from langneurons.core.artifacts import read_meta
+    from langneurons.identify.neurons import NeuronSet
+    from langneurons.stats.activation import ActivationStats
 
     meta = read_meta(args.file)
     if args.json:
@@ -145,7 +145,7 @@ def cmd_info(args: argparse.Namespace) -> None:
             return
         print(format_table(ActivationStats.load(args.file).summary()))
     elif meta.get("kind") == "relevance" and not meta.get("incomplete"):
-        from langneurons.identify.relevance import RelevanceStats
+        from langneurons.stats.relevance import RelevanceStats
 
         print(format_table(RelevanceStats.load(args.file).summary()))
     elif meta.get("kind") == "neurons":
@@ -156,7 +156,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
-    from langneurons.corpus import udhr_languages
+    from langneurons.data.corpus import udhr_languages
 
     rows = [{"code": e.get("code"), "bcp47": e.get("bcp47"), "iso6393": e.get("iso6393"), "name": e.get("name")}
             for e in udhr_languages()]
@@ -168,9 +168,9 @@ def cmd_languages(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from langneurons.figures import activation_profile, neuron_figures
-    from langneurons.neurons import NeuronSet
-    from langneurons.stats import ActivationStats
+    from langneurons.identify.neurons import NeuronSet
+    from langneurons.report.figures import activation_profile, neuron_figures
+    from langneurons.stats.activation import ActivationStats
 
     neurons = NeuronSet.load(args.neurons)
     stats = ActivationStats.load(args.stats) if args.stats else None
@@ -189,7 +189,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from langneurons.report import build_report
+    from langneurons.report.report import build_report
 
     report = build_report(args.run_dir, args.output)
     print(f"{len(report.used)} files shown in {', '.join(report.sections)}; {report.figures} figures, "
@@ -200,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from langneurons.demo import run_demo
+    from langneurons.cli.demo import run_demo
 
     run_demo(args.model, parse_languages(args.languages), args.output_dir, max_tokens=args.max_tokens,
              window=args.window, top_rate=args.top_rate, calibration=args.calibration, questions=args.questions,
@@ -209,8 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from langneurons.cli_common import load_inputs
-    from langneurons.finetune import finetune
+    from langneurons.cli.options import load_inputs
+    from langneurons.tasks.finetune import finetune
 
     model, tok, neurons, _ = load_inputs(args)
     langs = parse_languages(args.languages) or (neurons.languages if args.corpus == "udhr" else None)
@@ -237,9 +237,9 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     import shutil
     import tempfile
 
-    from langneurons.artifacts import write_json
-    from langneurons.finetune import apply_finetune
-    from langneurons.models import load_model
+    from langneurons.core.artifacts import write_json
+    from langneurons.core.models import load_model
+    from langneurons.tasks.finetune import apply_finetune
 
     out = Path(args.output)
     if out.exists():
@@ -366,11 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", required=True, help="new model folder (must not exist)")
     a.set_defaults(func=cmd_apply_delta)
 
-    from langneurons.cli_steer import add_parsers
+    from langneurons.cli.steer import add_parsers
 
     add_parsers(sub)
 
-    from langneurons import compare
+    from langneurons.tasks import compare
 
     r = sub.add_parser("compare", help="compare neuron sets of equal size by masking (LAPE, CRANE, frequency, random)",
                        description="Zero each language's neurons of each set and measure the next-token loss on "

@@ -11,9 +11,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from langneurons.neurons import NeuronSet
-from langneurons.stats import ActivationStats
-from langneurons.steering import BatchSteering, Steering, SteeringConfig
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.steering import BatchSteering, Steering, SteeringConfig
 
 
 def generation_settings(

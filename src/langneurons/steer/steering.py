@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from langneurons.artifacts import read_json, write_json
-from langneurons.errors import LangNeuronsError
-from langneurons.neurons import NeuronSet
-from langneurons.sites import find_sites
-from langneurons.stats import ActivationStats
+from langneurons.core.artifacts import read_json, write_json
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import find_sites
+from langneurons.identify.neurons import NeuronSet
+from langneurons.stats.activation import ActivationStats
 
 METHODS = ("add", "scale", "replace", "diffmean", "residual")
 DEACTIVATIONS = ("set", "scale")
@@ -417,7 +417,7 @@ def steer(
     and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
     """
     if calibrated is not None:
-        from langneurons.calibrate import Calibration
+        from langneurons.steer.calibration import Calibration
 
         if not expression or stats is None:
             raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")

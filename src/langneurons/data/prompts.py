@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from langneurons.errors import LangNeuronsError
-from langneurons.generation import cut
+from langneurons.core.errors import LangNeuronsError
+from langneurons.steer.generation import cut
 
 SPLITS = ("eval", "dev", "all")
 SCHEMA_VERSION = 1

@@ -27,10 +27,10 @@ from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from langneurons.artifacts import write_json
-from langneurons.cache import cache_dir
-from langneurons.errors import LangNeuronsError
-from langneurons.sites import find_sites, validate_sites
+from langneurons.core.artifacts import write_json
+from langneurons.core.cache import cache_dir
+from langneurons.core.errors import LangNeuronsError
+from langneurons.core.sites import find_sites, validate_sites
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Core: models, neuron sites, artifacts, errors, caches: what every other layer builds on."""

@@ -1,0 +1,1 @@
+"""Report: figures and the HTML/Markdown report of a run folder."""

@@ -1,0 +1,1 @@
+"""Statistics: per-language sums of neuron activations and relevance, and the collection that fills them."""
