@@ -409,7 +409,7 @@ def test_cli_smoke(cli_files, capsys):
 
 def test_calibrated_steering_per_activated_language(tiny, tmp_path):
     from langneurons.steer.calibration import Calibration
-    from langneurons.tasks.forcing import ForcingSetting
+    from langneurons.steer.steering import ForcingSetting
 
     model, tok, neurons, stats = tiny
     cal = Calibration({"de": ForcingSetting("replace"), "fr": ForcingSetting("add", 3.0)})

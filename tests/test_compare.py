@@ -11,10 +11,10 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.sites import find_sites
+from langneurons.data.corpus import heldout_windows
 from langneurons.identify import collect_relevance
 from langneurons.steer.steering import steer
 from langneurons.tasks.compare import compare_methods, matched_sets, selectivity_bars, selectivity_table
-from langneurons.tasks.perplexity import heldout_windows
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 LANGS = ["en", "de", "ru"]

@@ -9,8 +9,8 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt
 from langneurons.steer.generation import generate
-from langneurons.steer.steering import steer
-from langneurons.tasks.forcing import ForcingSetting, run_forcing
+from langneurons.steer.steering import ForcingSetting, steer
+from langneurons.tasks.forcing import run_forcing
 
 LANGS = ["en", "de", "ru"]
 QUESTIONS = {"en": ["Why is water good?", "What is a friend?"], "de": ["Warum ist Wasser gut?", "Was ist ein Freund?"],

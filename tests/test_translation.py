@@ -13,9 +13,8 @@ from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.corpus import udhr_articles
 from langneurons.steer.generation import generate
-from langneurons.steer.steering import steer
+from langneurons.steer.steering import ForcingSetting, steer
 from langneurons.tasks import translation
-from langneurons.tasks.forcing import ForcingSetting
 from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
 from langneurons.tasks.translation import (
     STOP,

@@ -59,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from langneurons.steer.calibration import calibrate
+    from langneurons.tasks.calibrate import calibrate
 
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages

@@ -579,3 +579,18 @@ def _windows(
         del buffer[:start]
     if buffer:
         yield torch.tensor(prefix + buffer, dtype=torch.long)
+
+
+def heldout_windows(tokenizer: Any, corpus: Corpus, languages: Sequence[str], max_tokens: int | None = None,
+                    window: int = 512, split: str = "heldout") -> dict[str, list[list[int]]]:
+    """Token windows (BOS first, via corpus.pack_windows/window_prefix) of each language's held-out text."""
+    if isinstance(languages, str) or not languages:
+        raise LangNeuronsError(f"languages={languages!r}; pass a non-empty list such as ['en', 'de']")
+    out: dict[str, list[list[int]]] = {}
+    for lang in languages:
+        rows = [w.tolist() for w in pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)]
+        if not rows:
+            raise LangNeuronsError(f"no {split} text for language '{lang}'; give the corpus more documents "
+                                   "(every heldout_every-th document is held out)")
+        out[lang] = rows
+    return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from langneurons.core.errors import LangNeuronsError
-from langneurons.steer.generation import cut
 
 SPLITS = ("eval", "dev", "all")
 SCHEMA_VERSION = 1
@@ -135,3 +135,9 @@ def _split_indices(splits: Any, n: int, where: str) -> dict[str, list[int]]:
     if set(out["eval"]) & set(out["dev"]):
         raise LangNeuronsError(f"{where}: splits 'eval' and 'dev' share indices; make them disjoint")
     return out
+
+
+def cut(text: str, stop_strings: Sequence[str]) -> str:
+    """`text` up to the first stop string, stripped."""
+    end = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
+    return text[:end].strip()

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows, window_prefix
 from langneurons.stats.collect import _batches, _flush, _resume, _save, _shard
-from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
 KIND = "relevance"
 
@@ -259,7 +259,7 @@ class RelevanceRecorder:
         """Forward `input_ids` [batch, seq] through the model, backward the summed log-probabilities of the actual
         next tokens once, and record relevance; returns the number of predicted tokens.
 
-        The LM head runs on `_HEAD_ELEMENTS // vocabulary` positions at a time, each chunk's backward going only
+        The LM head runs on `HEAD_ELEMENTS // vocabulary` positions at a time, each chunk's backward going only
         as far as the final hidden states, so memory does not grow with window x vocabulary; then one backward
         pass from the final hidden states through the decoder body.
         """
@@ -278,7 +278,7 @@ class RelevanceRecorder:
                 hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
                 states = hidden.detach().requires_grad_()
                 flat = states.reshape(len(targets), -1)
-                chunk = max(1, _HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
+                chunk = max(1, HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
                 for start in range(0, len(targets), chunk):
                     part = slice(start, start + chunk)
                     logits = head_logits(model, flat[part]).float()

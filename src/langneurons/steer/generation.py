@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from langneurons.data.prompts import cut
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steer.steering import BatchSteering, Steering, SteeringConfig
@@ -85,9 +86,3 @@ def generate(
 
 def _key(config: SteeringConfig | None) -> str | None:
     return None if config is None else json.dumps(config.to_dict(), sort_keys=True)
-
-
-def cut(text: str, stop_strings: Sequence[str]) -> str:
-    """`text` up to the first stop string, stripped."""
-    end = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
-    return text[:end].strip()

@@ -8,7 +8,7 @@ the language has neurons. Hooks live for the duration of a `with steer(...)` blo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -439,3 +439,34 @@ def steer(
     finally:
         steering.remove()
 
+
+@dataclass(frozen=True)
+class ForcingSetting:
+    """How to steer towards a target: method and strength, neuron share, layers, and whether to deactivate
+    the source language's neurons first. `top_rate` None means the neuron set given to the run."""
+
+    method: str = "add"
+    alpha: float = 1.0
+    top_rate: float | None = None
+    deactivate_source: bool = True
+    value: float = 0.0
+    layers: tuple[int, int] | None = None
+    generated_only: bool = False
+
+    def config(self, source: str, target: str) -> SteeringConfig:
+        deactivate = {source: self.value} if self.deactivate_source and source != target else {}
+        return SteeringConfig({target: self.alpha}, deactivate, self.method, "set", self.layers, self.generated_only)
+
+    def label(self) -> str:
+        rate = f" top {self.top_rate:g}" if self.top_rate is not None else ""
+        layers = f" L{self.layers[0]}-{self.layers[1] - 1}" if self.layers else ""
+        src = "-src " if self.deactivate_source else ""
+        strength = "" if self.method == "replace" else f"{self.alpha:g}x "
+        return f"{src}{strength}{self.method}{rate}{layers}{' gen-only' if self.generated_only else ''}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForcingSetting:
+        data = dict(data)
+        if data.get("layers") is not None:
+            data["layers"] = tuple(data["layers"])
+        return cls(**data)

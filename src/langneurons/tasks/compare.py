@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import mean_nll
 from langneurons.core.models import model_id
 from langneurons.identify import frequency_contrast, random_like
 from langneurons.identify.crane import CONTRASTS, crane
@@ -29,7 +30,7 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.relevance import RelevanceStats
 from langneurons.steer.steering import steer
-from langneurons.tasks.perplexity import matrix_summary, mean_nll
+from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
 
 KEYS = ("set", "digest", "deactivated", "language")
@@ -210,7 +211,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.cli.main import format_table
     from langneurons.cli.options import build_corpus, parse_languages
     from langneurons.core.models import load_model
-    from langneurons.tasks.perplexity import heldout_windows
+    from langneurons.data.corpus import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 
     for name in ("max_tokens", "batch_size", "window"):

@@ -226,7 +226,7 @@ def _loss_backward(model: nn.Module, batch: list[torch.Tensor], pad_id: int, dev
     """Mean next-token cross-entropy over the real tokens of right-padded windows (padding is never a target),
     with its backward pass done. The LM head runs on chunks of positions, each chunk's backward right after its
     forward, so a large vocabulary never holds the logits of the whole batch and the head is not recomputed."""
-    from langneurons.tasks.perplexity import _HEAD_ELEMENTS, head_logits
+    from langneurons.core.lm import HEAD_ELEMENTS, head_logits
 
     width = max(len(w) for w in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -238,7 +238,7 @@ def _loss_backward(model: nn.Module, batch: list[torch.Tensor], pad_id: int, dev
     keep = mask[:, 1:].bool()
     states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
     cut = states.detach().requires_grad_()
-    size = max(1, _HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
+    size = max(1, HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
     total = 0.0
     for i in range(0, len(targets), size):
         logits = head_logits(model, cut[i : i + size]).float()
@@ -271,7 +271,7 @@ def _train(model: nn.Module, edits: list[_Edit], train: list[torch.Tensor], vali
            eval_every: int, patience: int, seed: int, progress: bool) -> dict[str, Any]:
     """The training loop: every model parameter frozen, the deltas' hooks attached; leaves the best deltas in
     place (the last ones without validation) and returns what happened."""
-    from langneurons.tasks.perplexity import mean_nll
+    from langneurons.core.lm import mean_nll
 
     device = model.get_input_embeddings().weight.device
     params = [p for e in edits for p in e.parameters()]
@@ -385,7 +385,8 @@ def finetune(
     language) before and after is reported in `delta.meta["nll"]` for `language` and `eval_languages` (default:
     the neuron set's languages that the corpus has).
     """
-    from langneurons.tasks.perplexity import heldout_windows, mean_nll
+    from langneurons.core.lm import mean_nll
+    from langneurons.data.corpus import heldout_windows
 
     start = time.perf_counter()
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),

@@ -33,43 +33,12 @@ from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steer.generation import generate, generation_settings
-from langneurons.steer.steering import SteeringConfig
+from langneurons.steer.steering import ForcingSetting, SteeringConfig
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier
 
 SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
-
-@dataclass(frozen=True)
-class ForcingSetting:
-    """How to steer towards a target: method and strength, neuron share, layers, and whether to deactivate
-    the source language's neurons first. `top_rate` None means the neuron set given to the run."""
-
-    method: str = "add"
-    alpha: float = 1.0
-    top_rate: float | None = None
-    deactivate_source: bool = True
-    value: float = 0.0
-    layers: tuple[int, int] | None = None
-    generated_only: bool = False
-
-    def config(self, source: str, target: str) -> SteeringConfig:
-        deactivate = {source: self.value} if self.deactivate_source and source != target else {}
-        return SteeringConfig({target: self.alpha}, deactivate, self.method, "set", self.layers, self.generated_only)
-
-    def label(self) -> str:
-        rate = f" top {self.top_rate:g}" if self.top_rate is not None else ""
-        layers = f" L{self.layers[0]}-{self.layers[1] - 1}" if self.layers else ""
-        src = "-src " if self.deactivate_source else ""
-        strength = "" if self.method == "replace" else f"{self.alpha:g}x "
-        return f"{src}{strength}{self.method}{rate}{layers}{' gen-only' if self.generated_only else ''}"
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ForcingSetting:
-        data = dict(data)
-        if data.get("layers") is not None:
-            data["layers"] = tuple(data["layers"])
-        return cls(**data)
 
 
 @dataclass

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
 from langneurons.core.artifacts import write_atomic
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import head_logits
 from langneurons.core.sites import find_sites
 from langneurons.data.prompts import SPLITS, qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steer.steering import SteeringConfig, steer
 from langneurons.tasks.lid import _script
-from langneurons.tasks.perplexity import head_logits
 from langneurons.tasks.results import run_metadata, write_results
 
 SUMMARY = "logit lens: per layer, the script of the top-k next-token candidates and the entropy"

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from langneurons.cli.options import add_model_options, load_inputs, parse_languages
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.core.lm import mean_nll
+from langneurons.data.corpus import Corpus, heldout_windows
 from langneurons.identify import random_like
 from langneurons.identify.neurons import NeuronSet
 from langneurons.steer.steering import DEACTIVATIONS, SteeringConfig, steer
@@ -34,107 +35,6 @@ SUMMARY = "deactivate each language's neurons: next-token loss on every language
 CELLS = "perplexity_cells.jsonl"
 KEYS = ("set", "deactivated", "language")
 BASELINE = "baseline"
-
-# Positions sent through the LM head at once: about 256 MB of float32 logits for a 262k-token vocabulary.
-_HEAD_ELEMENTS = 2**26
-
-
-def heldout_windows(tokenizer: Any, corpus: Corpus, languages: Sequence[str], max_tokens: int | None = None,
-                    window: int = 512, split: str = "heldout") -> dict[str, list[list[int]]]:
-    """Token windows (BOS first, via corpus.pack_windows/window_prefix) of each language's held-out text."""
-    if isinstance(languages, str) or not languages:
-        raise LangNeuronsError(f"languages={languages!r}; pass a non-empty list such as ['en', 'de']")
-    out: dict[str, list[list[int]]] = {}
-    for lang in languages:
-        rows = [w.tolist() for w in pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)]
-        if not rows:
-            raise LangNeuronsError(f"no {split} text for language '{lang}'; give the corpus more documents "
-                                   "(every heldout_every-th document is held out)")
-        out[lang] = rows
-    return out
-
-
-def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Next-token logits from final hidden states (after the final norm): the LM head, then what the family's
-    own forward does after it (Gemma 2/3 soft-capping, Cohere's logit_scale, Granite's logits_scaling)."""
-    logits = model.get_output_embeddings()(hidden)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = logits / cap
-        logits = torch.tanh(logits)
-        logits = logits * cap
-    scale = getattr(model, "logit_scale", None)
-    if scale is not None:
-        logits = logits * scale
-    scaling = getattr(model.config, "logits_scaling", None)
-    if scaling is not None:
-        logits = logits / scaling
-    return logits
-
-
-def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
-    """Raise unless `head_logits` of the decoder body's output equals the model's own logits on `input_ids`
-    ([1, T]): a guard against a family that post-processes its logits in a way `head_logits` does not know."""
-    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
-    ours = head_logits(model, hidden).float()
-    theirs = model(input_ids=input_ids, use_cache=False).logits.float()
-    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3):
-        raise LangNeuronsError(
-            f"the LM head of this {model.config.model_type} model does not reproduce its logits from the decoder "
-            "body's output; its family post-processes logits in an unsupported way (report it)"
-        )
-
-
-def _nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[float, int]:
-    """Summed next-token NLL (float64) and the number of predicted tokens of right-padded `rows`."""
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    # Causal attention: a row's real positions never see the padding after them.
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
-    states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
-    chunk = max(1, _HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, len(targets), chunk):
-        logits = head_logits(model, states[start : start + chunk]).float()
-        picked = logits.gather(-1, targets[start : start + chunk, None])[:, 0]
-        total += (torch.logsumexp(logits, -1) - picked).double().sum()
-    return float(total), len(targets)
-
-
-@torch.inference_mode()
-def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
-             progress: bool = False) -> dict[str, float]:
-    """Mean next-token NLL per predicted token of each language's windows (padding excluded, the BOS is never a
-    target). Whatever steering is active on `model` (a `steer(...)` block around the call) applies."""
-    if batch_size <= 0:
-        raise LangNeuronsError(f"batch_size must be positive, got {batch_size}")
-    device = model.get_input_embeddings().weight.device
-    out: dict[str, float] = {}
-    checked = False
-    for lang, rows in windows.items():
-        rows = [list(r) for r in rows]
-        if sum(max(len(r) - 1, 0) for r in rows) == 0:
-            raise LangNeuronsError(f"language '{lang}': no token to predict (windows need at least 2 tokens)")
-        if not checked:
-            first = next(r for r in rows if len(r) > 1)
-            check_head(model, torch.as_tensor(first[:8], dtype=torch.long, device=device)[None])
-            checked = True
-        total, count = 0.0, 0
-        batches = range(0, len(rows), batch_size)
-        for start in tqdm(batches, desc=f"nll {lang}", unit="batch", disable=not progress, leave=False):
-            batch = [r for r in rows[start : start + batch_size] if len(r) > 1]
-            if batch:
-                s, n = _nll_sum(model, batch, device)
-                total, count = total + s, count + n
-        out[lang] = total / count
-    return out
-
 
 def _mean(values: Sequence[float]) -> float | None:
     values = list(values)

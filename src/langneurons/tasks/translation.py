@@ -46,8 +46,7 @@ from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steer.generation import generate, generation_settings
-from langneurons.steer.steering import SteeringConfig
-from langneurons.tasks.forcing import ForcingSetting
+from langneurons.steer.steering import ForcingSetting, SteeringConfig
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.metrics import bleu_tokenizer, translation_scores
 from langneurons.tasks.results import SampleLog, run_metadata, write_results

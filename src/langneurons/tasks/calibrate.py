@@ -1,0 +1,84 @@
+"""Calibration: per target language, the steering setting with the highest fluent success on development prompts.
+
+One fixed setting does not fit all targets (a strength that forces English breaks Russian), so each target gets
+its own method, strength, neuron share and layers, chosen on the dev questions (disjoint from the eval ones)
+by successive halving: every candidate on one question per source language, then the best few on all of them.
+The result is a `langneurons.steer.calibration.Calibration`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.prompts import questions
+from langneurons.stats.activation import ActivationStats
+from langneurons.steer.calibration import Calibration
+from langneurons.steer.steering import ForcingSetting
+from langneurons.tasks.forcing import run_forcing
+
+
+def default_candidates(n_layers: int) -> list[ForcingSetting]:
+    """What worked on gemma-3-270m in a first sweep (replacement by the mean, and addition of the mean, both after
+    deactivating the source), at three neuron shares, plus replacement in the upper half of the layers only."""
+    upper = (n_layers // 2, n_layers)
+    return [ForcingSetting("replace", top_rate=0.01), ForcingSetting("replace", top_rate=0.03),
+            ForcingSetting("replace", top_rate=0.05), ForcingSetting("add", 1.0, top_rate=0.01),
+            ForcingSetting("add", 1.0, top_rate=0.05), ForcingSetting("replace", top_rate=0.05, layers=upper)]
+
+
+def calibrate(
+    model: Any,
+    tokenizer: Any,
+    stats: ActivationStats,
+    targets: Sequence[str],
+    sources: Sequence[str] | None = None,
+    candidates: Sequence[ForcingSetting] | None = None,
+    keep: int = 2,
+    max_new_tokens: int = 40,
+    batch_size: int = 64,
+    repetition_penalty: float = 1.0,
+    identifier: str = "fasttext",
+    progress: bool = True,
+) -> Calibration:
+    """Choose a setting per target by fluent success of prompts from `sources` (default: the statistics'
+    languages) on the dev questions. Ties go to the lower NLL under the unsteered model."""
+    sources = list(sources or stats.languages)
+    candidates = list(candidates or default_candidates(stats.n_layers))
+    for target in targets:
+        stats.index(target)
+    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "repetition_penalty": repetition_penalty,
+              "identifier": identifier, "baseline": False, "skip_unavailable": True, "progress": progress}
+    first = {lang: questions(lang, "dev")[:1] for lang in sources}
+    plan = {c.label(): dict.fromkeys(targets, c) for c in candidates}
+    stage1 = run_forcing(model, tokenizer, None, stats, sources, targets, plan, question_set=first, nll=False,
+                         **common).summary()
+    shortlist = {t: sorted((lab for lab in plan if t in stage1[lab]["per_target"]),
+                           key=lambda lab: _rank(stage1[lab]["per_target"][t]))[:keep] for t in targets}
+    empty = [t for t in targets if not shortlist[t]]
+    if empty:
+        raise LangNeuronsError(
+            f"no candidate has neurons for {', '.join(empty)}; add candidates with a larger top_rate"
+        )
+    plan2 = {lab: {t: plan[lab][t] for t in targets if lab in shortlist[t]} for lab in plan}
+    plan2 = {lab: per for lab, per in plan2.items() if per}
+    stage2 = run_forcing(model, tokenizer, None, stats, sources, targets, plan2, split="dev", **common).summary()
+    chosen, scores = {}, {}
+    for t in targets:
+        ranked = sorted(shortlist[t], key=lambda lab: _rank(stage2[lab]["per_target"].get(t)))
+        chosen[t] = plan[ranked[0]][t]
+        scores[t] = [{"setting": lab, "stage1": stage1[lab]["per_target"].get(t),
+                      "stage2": stage2[lab]["per_target"].get(t) if lab in stage2 else None} for lab in plan]
+    meta = {"sources": sources, "targets": list(targets), "split": "dev", "keep": keep, **common,
+            "statistics": {"model": stats.meta.get("model"), "languages": stats.languages,
+                           "n_tokens": stats.meta.get("n_tokens")}}
+    return Calibration(chosen, scores, meta)
+
+
+def _rank(cell: dict[str, Any] | None) -> tuple[float, float, float]:
+    """Sort key: higher fluent success, then higher success, then lower NLL."""
+    if not cell:
+        return (1.0, 1.0, float("inf"))
+    nll = cell.get("nll")
+    return (-(cell["fluent_success"] or 0.0), -(cell["success"] or 0.0), nll if nll is not None else float("inf"))
