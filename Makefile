@@ -27,15 +27,17 @@ browser:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the report's browser test will be skipped"
 
-test: $(VENV)/.installed browser
-	$(BIN)/ruff check .
-	$(BIN)/pytest
+# Static checks, then the fast unit tests (tiny models), then the integration tests on the embedded model.
+test: $(VENV)/.installed browser lint
+	$(BIN)/pytest -m "not integration" -q
+	$(BIN)/pytest -m integration -q
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/collect.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # A fresh environment without constraints, frozen into the lock (run `make test` afterwards to test it).
 lock:
