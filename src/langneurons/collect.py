@@ -6,7 +6,6 @@ every world-th window and the sums are all-reduced), and resumable from a checkp
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,14 @@ from tqdm.auto import tqdm
 from langneurons.artifacts import load_tensors
 from langneurons.corpus import Corpus, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
+from langneurons.hooks import Hooks
 from langneurons.models import model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.stats import KIND, ActivationStats, empty_stats
 
 
-class _StopForward(Exception):
-    """Raised by the last layer's hook: nothing after the last neuron site is needed."""
-
-
 class StatsRecorder:
-    """Forward hooks that add each layer's neuron statistics into per-layer float accumulators.
+    """Hooks that add each layer's neuron statistics into per-layer float accumulators.
 
     Per layer: count of `a > 0`, sum of `a`, sum of `a * a` over all positions except the first `skip` (BOS)
     of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows. With
@@ -40,15 +36,7 @@ class StatsRecorder:
         self.sites, self.skip, self.track_sq, self.hidden = sites, skip, track_sq, hidden
         self.stop_after_last = stop_after_last
         self.acc: dict[tuple[str, int], torch.Tensor] = {}  # (kind, layer) -> float64 sums on the layer's device
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.input_shape: tuple[int, int] = (0, 0)
-
-    def _window_sums(self, output: torch.Tensor | tuple) -> torch.Tensor:
-        """[batch, seq, width] (or OPT's [batch * seq, width]) -> per-window sums without the BOS positions."""
-        a = (output[0] if isinstance(output, tuple) else output).detach()
-        if a.dim() == 2:
-            a = a.view(*self.input_shape, -1)
-        return a[:, self.skip :]
+        self._hooks: Hooks | None = None
 
     def _add(self, key: tuple[str, int], batch: torch.Tensor) -> None:
         # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
@@ -58,46 +46,41 @@ class StatsRecorder:
         self.acc[key] = total if acc is None else acc.add_(total)
 
     def _neuron_hook(self, layer: int):
-        stop = self.stop_after_last and not self.hidden and layer == self.sites.n_layers - 1
-
-        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            x = self._window_sums(output)
+        def hook(a: torch.Tensor) -> None:
+            x = a.detach()[:, self.skip :]
             fired = torch.relu(x).sign_().sum(1)
             sq = (x * x).sum(1) if self.track_sq else torch.zeros_like(fired)
             self._add(("neurons", layer), torch.stack([fired, x.sum(1), sq], dim=-2))
-            if stop:
-                raise _StopForward
 
         return hook
 
     def _hidden_hook(self, layer: int):
-        stop = self.stop_after_last and layer == self.sites.n_layers - 1
-
-        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> None:
-            self._add(("hidden", layer), self._window_sums(output).sum(1)[:, None])
-            if stop:
-                raise _StopForward
+        def hook(h: torch.Tensor) -> None:
+            self._add(("hidden", layer), h.detach()[:, self.skip :].sum(1)[:, None])
 
         return hook
 
     def __enter__(self) -> StatsRecorder:
-        self._handles = [act.register_forward_hook(self._neuron_hook(i)) for i, act in enumerate(self.sites.acts)]
+        hooks = self._hooks = Hooks(self.sites)
+        last = self.sites.n_layers - 1
+        for i, act in enumerate(self.sites.acts):
+            hooks.read(act, self._neuron_hook(i), stop=self.stop_after_last and not self.hidden and i == last)
         if self.hidden:
-            self._handles += [m.register_forward_hook(self._hidden_hook(i)) for i, m in enumerate(self.sites.layers)]
+            for i, layer in enumerate(self.sites.layers):
+                hooks.read(layer, self._hidden_hook(i), stop=self.stop_after_last and i == last)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
 
     @torch.inference_mode()
-    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
-        the pass stops after the last site it needs."""
-        self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
-        with contextlib.suppress(_StopForward):
-            model.base_model(input_ids=input_ids, use_cache=False)
+        the pass stops after the last site it needs. Returns the number of positions recorded."""
+        Hooks.run(model.base_model, input_ids=input_ids, use_cache=False)
+        return input_ids.shape[0] * max(0, input_ids.shape[1] - self.skip)
 
     def take(self) -> dict[str, torch.Tensor]:
         """The sums so far on the CPU, by ActivationStats field name ([L, N], hidden [L, H]); resets them."""

@@ -30,6 +30,7 @@ from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.collect import _batches, _flush, _resume, _save, _shard
 from langneurons.corpus import Corpus, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
+from langneurons.hooks import Hooks
 from langneurons.models import model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
@@ -204,8 +205,8 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 class RelevanceRecorder:
     """Hooks that turn one forward and one backward pass per batch into per-neuron relevance sums.
 
-    A forward pre-hook on each down projection keeps its input `a` and registers a gradient hook on it; the
-    first layer's input becomes the leaf of the graph (the model's parameters are frozen while recording), so
+    A hook on each down projection's input keeps it (`a`) and registers a gradient hook on it; the first
+    layer's input becomes the leaf of the graph (the model's parameters are frozen while recording), so
     the backward pass stops there. In the backward pass each gradient hook adds `sum_s a * grad` and
     `sum_s |a * grad|` (per window in float32, across windows in float64) and drops `a`.
     """
@@ -215,26 +216,22 @@ class RelevanceRecorder:
         self.acc: dict[str, torch.Tensor] = {}
         self._saved: dict[int, torch.Tensor] = {}
         self._checked = False  # the LM head reproduces the model's logits (checked on the first batch)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.input_shape: tuple[int, int] = (0, 0)
+        self._hooks: Hooks | None = None
 
-    def _pre_hook(self, layer: int):
-        def hook(_module: torch.nn.Module, args: tuple) -> None:
+    def _keep(self, layer: int):
+        def keep(x: torch.Tensor) -> torch.Tensor | None:
             if not torch.is_grad_enabled():
-                return
-            a = args[0]
-            if not a.requires_grad:
-                a.requires_grad_()  # nothing before this layer needs a gradient: the graph's leaf
+                return None
+            a = x if x.requires_grad else x.detach().requires_grad_()  # nothing before needs a gradient: a leaf
             self._saved[layer] = a
             a.register_hook(self._grad_hook(layer))
+            return a
 
-        return hook
+        return keep
 
     def _grad_hook(self, layer: int):
         def hook(grad: torch.Tensor) -> None:
             a = self._saved.pop(layer).detach()
-            if a.dim() == 2:  # [batch * seq, width] (OPT)
-                a, grad = a.view(*self.input_shape, -1), grad.view(*self.input_shape, -1)
             r = a[:, self.skip :].float() * grad[:, self.skip :].float()
             self._add(f"r{layer}", torch.stack([r.sum(1), r.abs().sum(1)], 1))
 
@@ -246,13 +243,15 @@ class RelevanceRecorder:
         self.acc[key] = total if acc is None else acc.add_(total)
 
     def __enter__(self) -> RelevanceRecorder:
-        self._handles = [down.register_forward_pre_hook(self._pre_hook(i)) for i, down in enumerate(self.sites.downs)]
+        self._hooks = Hooks(self.sites)
+        for i, down in enumerate(self.sites.downs):
+            self._hooks.edit(down, self._keep(i), input=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
         self._saved = {}
 
     def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
@@ -269,7 +268,6 @@ class RelevanceRecorder:
             with torch.no_grad():
                 check_head(model, input_ids[:1, :8])
             self._checked = True
-        self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
         targets = input_ids[:, 1:].reshape(-1)
         valid = targets != self.exclude_target if self.exclude_target is not None else torch.ones_like(targets).bool()
         log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=input_ids.device)
