@@ -27,8 +27,10 @@ class StatsRecorder:
     """Hooks that add each layer's neuron statistics into per-layer float accumulators.
 
     Per layer: count of `a > 0`, sum of `a`, sum of `a * a` over all positions except the first `skip` (BOS)
-    of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows. With
-    `hidden`, also the sum of each decoder layer's output (the residual stream), for residual steering.
+    of each window. Whatever the model's dtype, the activations are widened to float32 before anything is
+    computed (so a bf16/fp16 `a * a` is exact and cannot overflow, and counts are exact below 2**24 tokens a
+    window), summed over each window in float32 and across windows in float64. With `hidden`, also the sum of
+    each decoder layer's output (the residual stream), for residual steering, by the same rule.
     """
 
     def __init__(self, sites: NeuronSites, skip: int, track_sq: bool = True, hidden: bool = False,
@@ -47,7 +49,7 @@ class StatsRecorder:
 
     def _neuron_hook(self, layer: int):
         def hook(a: torch.Tensor) -> None:
-            x = a.detach()[:, self.skip :]
+            x = a.detach()[:, self.skip :].float()
             fired = torch.relu(x).sign_().sum(1)
             sq = (x * x).sum(1) if self.track_sq else torch.zeros_like(fired)
             self._add(("neurons", layer), torch.stack([fired, x.sum(1), sq], dim=-2))
@@ -56,7 +58,7 @@ class StatsRecorder:
 
     def _hidden_hook(self, layer: int):
         def hook(h: torch.Tensor) -> None:
-            self._add(("hidden", layer), h.detach()[:, self.skip :].sum(1)[:, None])
+            self._add(("hidden", layer), h.detach()[:, self.skip :].float().sum(1)[:, None])
 
         return hook
 
