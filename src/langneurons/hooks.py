@@ -113,16 +113,13 @@ class Hooks:
                 fn(self.tokens(_first(args, kwargs)))
 
             self._register(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            if stop:
-                self._register(module.register_forward_hook(_stop))
-            return
+        else:
+            def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
+                fn(self.tokens(output[0] if isinstance(output, tuple) and not whole else output))
 
-        def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            fn(self.tokens(output[0] if isinstance(output, tuple) and not whole else output))
-            if stop:
-                raise StopForward
-
-        self._register(module.register_forward_hook(hook))
+            self._register(module.register_forward_hook(hook))
+        if stop:
+            self._register(module.register_forward_hook(_stop))
 
     def edit(self, module: nn.Module, fn: Callable[..., torch.Tensor | None], *, input: bool = False,
              with_input: bool = False) -> None:
