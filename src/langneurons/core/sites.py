@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.hooks import Hooks
 
 
 @dataclass(frozen=True)
@@ -227,37 +228,35 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
     """
     spec, n = sites.spec, sites.n_layers
     order: list[int] = []
-    act_io: list[list[tuple[object, object]]] = [[] for _ in range(n)]
+    act_in: list[list[object]] = [[] for _ in range(n)]
+    act_out: list[list[object]] = [[] for _ in range(n)]
     gate_out: list[list[torch.Tensor]] = [[] for _ in range(n)]
     up_out: list[list[torch.Tensor]] = [[] for _ in range(n)]
     down_in: list[list[object]] = [[] for _ in range(n)]
 
-    def first(args: tuple, kwargs: dict) -> object:
-        return args[0] if args else next(iter(kwargs.values()), None)
-
-    handles = []
-    for i in range(n):
-        def on_act(_m, args, kwargs, out, i=i):
+    def on_act(i: int):
+        def keep(out: object) -> None:
             order.append(i)
-            act_io[i].append((first(args, kwargs), out))
+            act_out[i].append(out)
 
-        handles.append(sites.acts[i].register_forward_hook(on_act, with_kwargs=True))
-        handles.append(sites.ups[i][0].register_forward_hook(lambda _m, _a, o, i=i: gate_out[i].append(o)))
-        if len(sites.ups[i]) > 1:
-            handles.append(sites.ups[i][1].register_forward_hook(lambda _m, _a, o, i=i: up_out[i].append(o)))
-        handles.append(sites.downs[i].register_forward_pre_hook(
-            lambda _m, args, kwargs, i=i: down_in[i].append(first(args, kwargs)), with_kwargs=True
-        ))
+        return keep
+
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     device = model.get_input_embeddings().weight.device
-    try:
-        model.base_model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes:
-            m.training = mode
+    with Hooks(sites) as hooks:
+        for i in range(n):
+            hooks.read(sites.acts[i], act_in[i].append, input=True)
+            hooks.read(sites.acts[i], on_act(i), whole=True)
+            hooks.read(sites.ups[i][0], gate_out[i].append)
+            if len(sites.ups[i]) > 1:
+                hooks.read(sites.ups[i][1], up_out[i].append)
+            hooks.read(sites.downs[i], down_in[i].append, input=True)
+        model.eval()
+        try:
+            model.base_model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     name = f"'{sites.model_type}'"
     if order != list(range(n)):
@@ -268,9 +267,9 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
         )
     for i in range(n):
         where = f"{sites.layers_path}.{i}"
-        act_in, act_out = act_io[i][0]
-        if not isinstance(act_out, torch.Tensor) or act_out.shape[-1] != sites.n_neurons:
-            width = act_out.shape[-1] if isinstance(act_out, torch.Tensor) else type(act_out).__name__
+        a_in, a_out = act_in[i][0], act_out[i][0]
+        if not isinstance(a_out, torch.Tensor) or a_out.shape[-1] != sites.n_neurons:
+            width = a_out.shape[-1] if isinstance(a_out, torch.Tensor) else type(a_out).__name__
             raise LangNeuronsError(
                 f"{name} activation output at {where}.{spec.act} has width {width}, "
                 f"expected {sites.n_neurons}; the registry entry does not match this model"
@@ -287,13 +286,13 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
         gate, up = gate_out[i][0], (up_out[i][0] if up_out[i] else None)
         if spec.fused_gate_up:
             gate, up = gate.chunk(2, dim=-1)
-        if not _close(act_in, gate):
+        if not _close(a_in, gate):
             raise LangNeuronsError(
                 f"{name} activation {where}.{spec.act} does not act on the output of {where}.{spec.up[0]}"
                 f"{' (gate half)' if spec.fused_gate_up else ''}; "
                 "the registry entry does not match this model"
             )
-        expected = act_out * up if spec.gated else act_out
+        expected = a_out * up if spec.gated else a_out
         if not _close(down_in[i][0], expected):
             up_name = "the up half" if spec.fused_gate_up else spec.up[-1]
             read = f"{spec.act} * {up_name}" if spec.gated else spec.act

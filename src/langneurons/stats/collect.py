@@ -1,15 +1,16 @@
 """Collect activation statistics: one pass of the decoder body over packed windows, hooks at the neuron sites.
 
-Streaming (memory does not grow with the corpus), batched, sharded over processes (`torchrun`: each rank takes
-every world-th window and the sums are all-reduced), and resumable from a checkpoint file.
+`run_collection` is the loop every per-language collection shares (activation statistics here, relevance in
+`identify.relevance`): it takes a recorder and zero sums. Streaming (memory does not grow with the corpus),
+batched, sharded over processes (`torchrun`: each rank takes every world-th window and the sums are
+all-reduced), and resumable from a checkpoint file.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -17,22 +18,24 @@ from tqdm.auto import tqdm
 
 from langneurons.core.artifacts import load_tensors
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.hooks import Hooks
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows, window_prefix
-from langneurons.stats.activation import KIND, ActivationStats, empty_stats
+from langneurons.stats.activation import ActivationStats, empty_stats
+from langneurons.stats.sums import LanguageSums
 
-
-class _StopForward(Exception):
-    """Raised by the last layer's hook: nothing after the last neuron site is needed."""
+S = TypeVar("S", bound=LanguageSums)
 
 
 class StatsRecorder:
-    """Forward hooks that add each layer's neuron statistics into per-layer float accumulators.
+    """Hooks that add each layer's neuron statistics into per-layer float accumulators.
 
     Per layer: count of `a > 0`, sum of `a`, sum of `a * a` over all positions except the first `skip` (BOS)
-    of each window; float32 within a window (counts exact below 2**24 tokens), float64 across windows. With
-    `hidden`, also the sum of each decoder layer's output (the residual stream), for residual steering.
+    of each window. Whatever the model's dtype, the activations are widened to float32 before anything is
+    computed (so a bf16/fp16 `a * a` is exact and cannot overflow, and counts are exact below 2**24 tokens a
+    window), summed over each window in float32 and across windows in float64. With `hidden`, also the sum of
+    each decoder layer's output (the residual stream), for residual steering, by the same rule.
     """
 
     def __init__(self, sites: NeuronSites, skip: int, track_sq: bool = True, hidden: bool = False,
@@ -40,15 +43,7 @@ class StatsRecorder:
         self.sites, self.skip, self.track_sq, self.hidden = sites, skip, track_sq, hidden
         self.stop_after_last = stop_after_last
         self.acc: dict[tuple[str, int], torch.Tensor] = {}  # (kind, layer) -> float64 sums on the layer's device
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.input_shape: tuple[int, int] = (0, 0)
-
-    def _window_sums(self, output: torch.Tensor | tuple) -> torch.Tensor:
-        """[batch, seq, width] (or OPT's [batch * seq, width]) -> per-window sums without the BOS positions."""
-        a = (output[0] if isinstance(output, tuple) else output).detach()
-        if a.dim() == 2:
-            a = a.view(*self.input_shape, -1)
-        return a[:, self.skip :]
+        self._hooks: Hooks | None = None
 
     def _add(self, key: tuple[str, int], batch: torch.Tensor) -> None:
         # Per-window float32 sums, then float64 across windows: a window's sums do not depend on which
@@ -58,46 +53,41 @@ class StatsRecorder:
         self.acc[key] = total if acc is None else acc.add_(total)
 
     def _neuron_hook(self, layer: int):
-        stop = self.stop_after_last and not self.hidden and layer == self.sites.n_layers - 1
-
-        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            x = self._window_sums(output)
+        def hook(a: torch.Tensor) -> None:
+            x = a.detach()[:, self.skip :].float()
             fired = torch.relu(x).sign_().sum(1)
             sq = (x * x).sum(1) if self.track_sq else torch.zeros_like(fired)
             self._add(("neurons", layer), torch.stack([fired, x.sum(1), sq], dim=-2))
-            if stop:
-                raise _StopForward
 
         return hook
 
     def _hidden_hook(self, layer: int):
-        stop = self.stop_after_last and layer == self.sites.n_layers - 1
-
-        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> None:
-            self._add(("hidden", layer), self._window_sums(output).sum(1)[:, None])
-            if stop:
-                raise _StopForward
+        def hook(h: torch.Tensor) -> None:
+            self._add(("hidden", layer), h.detach()[:, self.skip :].float().sum(1)[:, None])
 
         return hook
 
     def __enter__(self) -> StatsRecorder:
-        self._handles = [act.register_forward_hook(self._neuron_hook(i)) for i, act in enumerate(self.sites.acts)]
+        hooks = self._hooks = Hooks(self.sites)
+        last = self.sites.n_layers - 1
+        for i, act in enumerate(self.sites.acts):
+            hooks.read(act, self._neuron_hook(i), stop=self.stop_after_last and not self.hidden and i == last)
         if self.hidden:
-            self._handles += [m.register_forward_hook(self._hidden_hook(i)) for i, m in enumerate(self.sites.layers)]
+            for i, layer in enumerate(self.sites.layers):
+                hooks.read(layer, self._hidden_hook(i), stop=self.stop_after_last and i == last)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
 
     @torch.inference_mode()
-    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
-        the pass stops after the last site it needs."""
-        self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
-        with contextlib.suppress(_StopForward):
-            model.base_model(input_ids=input_ids, use_cache=False)
+        the pass stops after the last site it needs. Returns the number of positions recorded."""
+        Hooks.run(model.base_model, input_ids=input_ids, use_cache=False)
+        return input_ids.shape[0] * max(0, input_ids.shape[1] - self.skip)
 
     def take(self) -> dict[str, torch.Tensor]:
         """The sums so far on the CPU, by ActivationStats field name ([L, N], hidden [L, H]); resets them."""
@@ -138,6 +128,93 @@ def _all_reduce(tensors: tuple[torch.Tensor, ...]) -> None:
             dist.all_reduce(t)
 
 
+class Recorder(Protocol):
+    """What the collection loop drives: hooks open while in a `with` block, `run` records one batch of windows and
+    returns how many tokens it counted, `take` hands over (and resets) the sums by field name."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> Any: ...
+
+    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int: ...
+
+    def take(self) -> dict[str, torch.Tensor]: ...
+
+
+def check_collection(corpus: Corpus, max_tokens: int | None, batch_size: int, checkpoint_every: int) -> None:
+    """Raise on arguments no collection can run with."""
+    if not corpus.languages:
+        raise LangNeuronsError("the corpus has no languages; give at least one")
+    if max_tokens is not None and max_tokens <= 0:
+        raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
+    if batch_size <= 0 or checkpoint_every <= 0:
+        raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+
+
+def collection_meta(model: torch.nn.Module, sites: NeuronSites, corpus: Corpus, settings: dict[str, Any],
+                    batch_size: int, **notes: Any) -> dict[str, Any]:
+    """The metadata of collected sums: model, neuron site, corpus, and the collection's settings and `notes`."""
+    return {
+        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "site": sites.describe(),
+        "corpus": corpus.describe(),
+        "collection": {**settings, "batch_size": batch_size, "world_size": _shard()[1], **notes},
+    }
+
+
+def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recorder: Recorder, sums: S,
+                   settings: dict[str, Any], *, batch_size: int, checkpoint: str | Path | None,
+                   checkpoint_every: int, progress: bool, desc: str) -> S:
+    """The collection loop: pack each language's `settings["split"]` documents into windows of
+    `settings["window"]` tokens (at most `settings["max_tokens"]`), run them through `recorder` in batches, and
+    add its sums into that language's row of `sums` (zero sums with their metadata).
+
+    With `checkpoint`, progress is saved there after each language and every `checkpoint_every` windows, and a
+    rerun with the same `settings` resumes. Under torchrun each rank takes every world-th window and all ranks
+    return the summed sums (rank 0 writes the checkpoint).
+    """
+    window, max_tokens, split = settings["window"], settings["max_tokens"], settings["split"]
+    skip = len(window_prefix(tokenizer))
+    rank, world = _shard()
+    device = model.get_input_embeddings().weight.device
+    # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
+    done, resume_lang, resume_windows = _resume(checkpoint, sums, settings) if checkpoint else ([], None, 0)
+    group = batch_size * world  # windows of one step: each rank takes every world-th
+    step = group * max(1, checkpoint_every // group)
+
+    with recorder:
+        for k, lang in enumerate(corpus.languages):
+            if lang in done:
+                continue
+            skip_below = resume_windows if lang == resume_lang else 0
+            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+            bar = tqdm(total=max_tokens, desc=f"{desc} {lang}", unit="tok", disable=not progress or rank != 0)
+            n_local, seen = 0, 0
+            for batch in _batches(windows, group):
+                seen = batch[-1][0] + 1
+                mine = [w for i, w in batch if i >= skip_below and i % world == rank]
+                if mine:
+                    n_local += recorder.run(model, torch.stack(mine).to(device))
+                    bar.update(sum(len(w) - skip for _, w in batch) if rank == 0 else 0)
+                if checkpoint and seen % step == 0:
+                    _flush(recorder, sums, k, n_local)
+                    n_local = 0
+                    if rank == 0:
+                        _save(sums, checkpoint, done, partial=(lang, seen))
+            bar.close()
+            _flush(recorder, sums, k, n_local)
+            if sums.n_tokens[k] == 0:
+                raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
+            done.append(lang)
+            if checkpoint and rank == 0:
+                _save(sums, checkpoint, done, partial=None)
+            resume_lang = None
+    sums.meta["n_tokens"] = dict(zip(sums.languages, sums.n_tokens.tolist()))
+    if checkpoint and rank == 0:
+        sums.save(checkpoint)
+    return sums
+
+
 def collect_stats(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -160,107 +237,57 @@ def collect_stats(
     and all ranks return the summed statistics (rank 0 writes the checkpoint). `hidden` also records the mean
     output of each decoder layer (needed by residual DiffMean steering).
     """
-    if not corpus.languages:
-        raise LangNeuronsError("the corpus has no languages; give at least one")
-    if max_tokens is not None and max_tokens <= 0:
-        raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
-    if batch_size <= 0 or checkpoint_every <= 0:
-        raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+    check_collection(corpus, max_tokens, batch_size, checkpoint_every)
     sites = find_sites(model)
-    prefix = window_prefix(tokenizer)
-    rank, world = _shard()
-    device = model.get_input_embeddings().weight.device
-    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix),
+    skip = len(window_prefix(tokenizer))
+    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": skip,
                 "track_sq": track_sq, "hidden": hidden}
-    meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
-        "site": sites.describe(),
-        "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world},
-    }
     hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
-    stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta, hidden_size)
-    if not track_sq:
-        stats.sum_sq = None
-    # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
-    done, resume_lang, resume_windows = _resume(checkpoint, stats, settings) if checkpoint else ([], None, 0)
-    group = batch_size * world  # windows of one step: each rank takes every world-th
-    step = group * max(1, checkpoint_every // group)
-
-    with StatsRecorder(sites, skip=len(prefix), track_sq=track_sq, hidden=hidden) as rec:
-        for k, lang in enumerate(corpus.languages):
-            if lang in done:
-                continue
-            skip_below = resume_windows if lang == resume_lang else 0
-            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
-            bar = tqdm(total=max_tokens, desc=f"collect {lang}", unit="tok", disable=not progress or rank != 0)
-            n_local, seen = 0, 0
-            for batch in _batches(windows, group):
-                seen = batch[-1][0] + 1
-                mine = [w for i, w in batch if i >= skip_below and i % world == rank]
-                if mine:
-                    rec.run(model, torch.stack(mine).to(device))
-                    n_local += sum(len(w) - len(prefix) for w in mine)
-                    bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
-                if checkpoint and seen % step == 0:
-                    _flush(rec, stats, k, n_local)
-                    n_local = 0
-                    if rank == 0:
-                        _save(stats, checkpoint, done, partial=(lang, seen))
-            bar.close()
-            _flush(rec, stats, k, n_local)
-            if stats.n_tokens[k] == 0:
-                raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
-            done.append(lang)
-            if checkpoint and rank == 0:
-                _save(stats, checkpoint, done, partial=None)
-            resume_lang = None
-    stats.meta["n_tokens"] = dict(zip(stats.languages, stats.n_tokens.tolist()))
-    if checkpoint and rank == 0:
-        stats.save(checkpoint)
-    return stats
+    stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons,
+                        collection_meta(model, sites, corpus, settings, batch_size), hidden_size, track_sq)
+    recorder = StatsRecorder(sites, skip=skip, track_sq=track_sq, hidden=hidden)
+    return run_collection(model, tokenizer, corpus, recorder, stats, settings, batch_size=batch_size,
+                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, desc="collect")
 
 
-def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:
-    """Move the recorder's sums (all-reduced over ranks) into row `k` of `stats`."""
-    sums = {**rec.take(), "n_tokens": torch.tensor(n_local, dtype=torch.long)}
-    _all_reduce(tuple(sums.values()))
-    rows = stats.tensors()
-    for name, value in sums.items():
+def _flush(rec: Recorder, sums: LanguageSums, k: int, n_local: int) -> None:
+    """Move the recorder's sums (all-reduced over ranks) into row `k` of `sums`."""
+    taken = {**rec.take(), "n_tokens": torch.tensor(n_local, dtype=torch.long)}
+    _all_reduce(tuple(taken.values()))
+    rows = sums.tensors()
+    for name, value in taken.items():
         rows[name][k] += value
 
 
-def _save(stats: Any, path: str | Path, done: list[str], partial: tuple[str, int] | None) -> None:
-    """Write a checkpoint of per-language sums (`ActivationStats` or `RelevanceStats`), marked incomplete."""
-    meta = {**stats.meta, "incomplete": {"done": list(done), "partial": list(partial) if partial else None}}
-    type(stats).from_tensors(stats.languages, stats.tensors(), meta).save(path)
+def _save(sums: LanguageSums, path: str | Path, done: list[str], partial: tuple[str, int] | None) -> None:
+    """Write a checkpoint of per-language sums, marked incomplete."""
+    meta = {**sums.meta, "incomplete": {"done": list(done), "partial": list(partial) if partial else None}}
+    type(sums).from_tensors(sums.languages, sums.tensors(), meta).save(path)
 
 
-def _resume(
-    path: str | Path, stats: Any, settings: dict[str, Any], kind: str = KIND
-) -> tuple[list[str], str | None, int]:
-    """Restore rows from a checkpoint (of artifact `kind`) into `stats`; returns (languages done, partial language,
+def _resume(path: str | Path, sums: LanguageSums, settings: dict[str, Any]) -> tuple[list[str], str | None, int]:
+    """Restore rows from a checkpoint (of the same kind) into `sums`; returns (languages done, partial language,
     its windows)."""
     path = Path(path)
     if not path.exists():
         return [], None, 0
-    tensors, meta = load_tensors(path, kind)
-    if meta.get("model", {}).get("id") != stats.model_id or meta.get("site") != stats.meta["site"]:
+    tensors, meta = load_tensors(path, sums.KIND)
+    if meta.get("model", {}).get("id") != sums.model_id or meta.get("site") != sums.meta["site"]:
         raise LangNeuronsError(f"{path}: a checkpoint of another model; remove it or choose another output path")
     old = {k: meta.get("collection", {}).get(k) for k in settings}
-    if old != settings or _source(meta.get("corpus", {})) != _source(stats.meta["corpus"]):
+    if old != settings or _source(meta.get("corpus", {})) != _source(sums.meta["corpus"]):
         raise LangNeuronsError(
             f"{path}: a checkpoint made with other settings or text ({old}); remove it or use the same settings"
         )
     state = meta.get("incomplete") or {"done": meta["languages"], "partial": None}
     partial = state["partial"]
-    rows = stats.tensors()
+    rows = sums.tensors()
     for lang in [*state["done"], *([partial[0]] if partial else [])]:
-        if lang in stats.languages:
-            src, dst = meta["languages"].index(lang), stats.languages.index(lang)
+        if lang in sums.languages:
+            src, dst = meta["languages"].index(lang), sums.languages.index(lang)
             for name, tensor in rows.items():
                 tensor[dst] = tensors[name][src]
-    done = [lang for lang in state["done"] if lang in stats.languages]
+    done = [lang for lang in state["done"] if lang in sums.languages]
     return done, (partial[0] if partial else None), (int(partial[1]) if partial else 0)
 
 

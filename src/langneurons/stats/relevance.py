@@ -19,31 +19,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
-from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.hooks import Hooks
 from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
-from langneurons.core.models import model_id, model_revision
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, pack_windows, window_prefix
-from langneurons.stats.collect import _batches, _flush, _resume, _save, _shard
+from langneurons.data.corpus import Corpus, window_prefix
+from langneurons.stats.collect import (
+    check_collection,
+    collection_meta,
+    run_collection,
+)
+from langneurons.stats.sums import PER_LANGUAGE, PER_NEURON, LanguageSums
 
 KIND = "relevance"
 
 
 @dataclass
-class RelevanceStats:
+class RelevanceStats(LanguageSums):
     """Sums over predicted tokens, per language: `n_tokens` [K], `log_prob` [K] (sum of log p of the actual next
     tokens), `relevance` and `abs_relevance` [K, L, N] (float64 sums of `r` and of `|r|` per position).
 
     Sums add up exactly, so relevance of shards of a corpus merges with `a + b`.
     """
+
+    KIND: ClassVar[str] = KIND
+    LABEL: ClassVar[str] = "relevance"
+    COMMAND: ClassVar[str] = "collect --relevance"
+    SHAPES: ClassVar[dict[str, str]] = {"n_tokens": PER_LANGUAGE, "log_prob": PER_LANGUAGE,
+                                        "relevance": PER_NEURON, "abs_relevance": PER_NEURON}
 
     languages: list[str]
     n_tokens: torch.Tensor
@@ -51,44 +60,6 @@ class RelevanceStats:
     relevance: torch.Tensor
     abs_relevance: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        k = len(self.languages)
-        if len(set(self.languages)) != k:
-            raise LangNeuronsError(f"duplicate languages in relevance statistics: {self.languages}")
-        if self.relevance.dim() != 3 or self.relevance.shape[0] != k or self.n_tokens.shape != (k,) \
-                or self.log_prob.shape != (k,) or self.abs_relevance.shape != self.relevance.shape:
-            raise LangNeuronsError(
-                f"relevance tensors have shapes n_tokens {tuple(self.n_tokens.shape)}, relevance "
-                f"{tuple(self.relevance.shape)}, abs_relevance {tuple(self.abs_relevance.shape)}; "
-                f"expected [{k}] and [{k}, layers, neurons]"
-            )
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.relevance.shape)  # type: ignore[return-value]
-
-    @property
-    def n_layers(self) -> int:
-        return self.shape[1]
-
-    @property
-    def n_neurons(self) -> int:
-        return self.shape[2]
-
-    @property
-    def model_id(self) -> str | None:
-        return self.meta.get("model", {}).get("id")
-
-    def index(self, language: str) -> int:
-        """Row of `language`; a clear error if these statistics do not have it."""
-        if language not in self.languages:
-            raise LangNeuronsError(f"no relevance for language '{language}'; these have {', '.join(self.languages)}")
-        return self.languages.index(language)
-
-    def _per_token(self, total: torch.Tensor) -> torch.Tensor:
-        n = self.n_tokens.to(torch.float64).clamp(min=1)
-        return total.to(torch.float64) / n.view(-1, *([1] * (total.dim() - 1)))
 
     def mean_relevance(self) -> torch.Tensor:
         """Relevance per predicted token: [K, L, N]."""
@@ -102,86 +73,15 @@ class RelevanceStats:
         """Mean next-token loss (nats) of each language's text: [K]."""
         return -self._per_token(self.log_prob)
 
-    def select(self, languages: list[str]) -> RelevanceStats:
-        """The statistics of a subset of languages, in the given order."""
-        rows = torch.tensor([self.index(lang) for lang in languages], dtype=torch.long)
-        return replace(self, languages=list(languages), n_tokens=self.n_tokens[rows], log_prob=self.log_prob[rows],
-                       relevance=self.relevance[rows], abs_relevance=self.abs_relevance[rows],
-                       meta={**self.meta, "languages": list(languages)})
-
-    def __add__(self, other: RelevanceStats) -> RelevanceStats:
-        """Merge: languages in both are summed, the others are carried over."""
-        if not isinstance(other, RelevanceStats):
-            return NotImplemented
-        if self.shape[1:] != other.shape[1:]:
-            raise LangNeuronsError(
-                f"cannot merge relevance of shape {self.shape[1:]} and {other.shape[1:]}: different models"
-            )
-        if self.model_id and other.model_id and self.model_id != other.model_id:
-            raise LangNeuronsError(f"cannot merge relevance of '{self.model_id}' and '{other.model_id}'")
-        languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
-        merged = {}
-        for name, mine in self.tensors().items():
-            out = torch.zeros((len(languages), *mine.shape[1:]), dtype=mine.dtype)
-            for part, langs in ((mine, self.languages), (other.tensors()[name], other.languages)):
-                out.index_add_(0, torch.tensor([languages.index(lang) for lang in langs], dtype=torch.long), part)
-            merged[name] = out
-        meta = {**self.meta, "languages": languages, "merged": self.meta.get("merged", 1) + other.meta.get("merged", 1)}
-        meta["n_tokens"] = dict(zip(languages, merged["n_tokens"].tolist()))
-        return RelevanceStats.from_tensors(languages, merged, meta)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The sums by name."""
-        return {"n_tokens": self.n_tokens, "log_prob": self.log_prob, "relevance": self.relevance,
-                "abs_relevance": self.abs_relevance}
-
-    @classmethod
-    def from_tensors(cls, languages: list[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-                     ) -> RelevanceStats:
-        """Build from named tensors as `tensors()` returns them."""
-        return cls(list(languages), tensors["n_tokens"].long(), tensors["log_prob"].double(),
-                   tensors["relevance"].double(), tensors["abs_relevance"].double(), meta)
-
-    def save(self, path: str | Path) -> None:
-        """Write safetensors with the JSON metadata in its header, atomically."""
-        meta = {
-            **self.meta,
-            "languages": self.languages,
-            "n_tokens": dict(zip(self.languages, self.n_tokens.tolist())),
-            "shape": {"layers": self.n_layers, "neurons": self.n_neurons},
-        }
-        save_tensors(path, KIND, self.tensors(), meta)
-
-    @classmethod
-    def load(cls, path: str | Path) -> RelevanceStats:
-        """Load relevance written by `save` (or by `collect_relevance`)."""
-        tensors, meta = load_tensors(path, KIND)
-        if meta.get("incomplete"):
-            raise LangNeuronsError(
-                f"{path}: an interrupted collection (done: {meta['incomplete'].get('done', [])}); "
-                "run the same collect --relevance command again to resume it"
-            )
-        missing = {"n_tokens", "log_prob", "relevance", "abs_relevance"} - set(tensors)
-        if missing:
-            raise LangNeuronsError(f"{path}: lacks tensors {sorted(missing)}; re-create it")
-        return cls.from_tensors(meta["languages"], tensors, meta)
-
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per language: tokens, mean next-token loss, and relevance per token summed over all neurons."""
-        nll, r, a = self.mean_nll(), self.mean_relevance(), self.mean_abs_relevance()
-        return [
-            {"language": lang, "tokens": int(self.n_tokens[k]), "nll": round(float(nll[k]), 4),
-             "relevance": round(float(r[k].sum()), 4), "abs_relevance": round(float(a[k].sum()), 4)}
-            for k, lang in enumerate(self.languages)
-        ]
+    def _summary_columns(self) -> dict[str, torch.Tensor]:
+        """Mean next-token loss, and relevance per token summed over all neurons."""
+        return {"nll": self.mean_nll(), "relevance": self.mean_relevance().sum((1, 2)),
+                "abs_relevance": self.mean_abs_relevance().sum((1, 2))}
 
 
 def empty_relevance(languages: list[str], n_layers: int, n_neurons: int, meta: dict[str, Any]) -> RelevanceStats:
     """All-zero relevance to accumulate into."""
-    k = len(languages)
-    return RelevanceStats(list(languages), torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.float64),
-                          torch.zeros(k, n_layers, n_neurons, dtype=torch.float64),
-                          torch.zeros(k, n_layers, n_neurons, dtype=torch.float64), meta)
+    return RelevanceStats.zeros(languages, n_layers, n_neurons, meta)
 
 
 @contextlib.contextmanager
@@ -204,8 +104,8 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 class RelevanceRecorder:
     """Hooks that turn one forward and one backward pass per batch into per-neuron relevance sums.
 
-    A forward pre-hook on each down projection keeps its input `a` and registers a gradient hook on it; the
-    first layer's input becomes the leaf of the graph (the model's parameters are frozen while recording), so
+    A hook on each down projection's input keeps it (`a`) and registers a gradient hook on it; the first
+    layer's input becomes the leaf of the graph (the model's parameters are frozen while recording), so
     the backward pass stops there. In the backward pass each gradient hook adds `sum_s a * grad` and
     `sum_s |a * grad|` (per window in float32, across windows in float64) and drops `a`.
     """
@@ -215,26 +115,22 @@ class RelevanceRecorder:
         self.acc: dict[str, torch.Tensor] = {}
         self._saved: dict[int, torch.Tensor] = {}
         self._checked = False  # the LM head reproduces the model's logits (checked on the first batch)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.input_shape: tuple[int, int] = (0, 0)
+        self._hooks: Hooks | None = None
 
-    def _pre_hook(self, layer: int):
-        def hook(_module: torch.nn.Module, args: tuple) -> None:
+    def _keep(self, layer: int):
+        def keep(x: torch.Tensor) -> torch.Tensor | None:
             if not torch.is_grad_enabled():
-                return
-            a = args[0]
-            if not a.requires_grad:
-                a.requires_grad_()  # nothing before this layer needs a gradient: the graph's leaf
+                return None
+            a = x if x.requires_grad else x.detach().requires_grad_()  # nothing before needs a gradient: a leaf
             self._saved[layer] = a
             a.register_hook(self._grad_hook(layer))
+            return a
 
-        return hook
+        return keep
 
     def _grad_hook(self, layer: int):
         def hook(grad: torch.Tensor) -> None:
             a = self._saved.pop(layer).detach()
-            if a.dim() == 2:  # [batch * seq, width] (OPT)
-                a, grad = a.view(*self.input_shape, -1), grad.view(*self.input_shape, -1)
             r = a[:, self.skip :].float() * grad[:, self.skip :].float()
             self._add(f"r{layer}", torch.stack([r.sum(1), r.abs().sum(1)], 1))
 
@@ -246,13 +142,15 @@ class RelevanceRecorder:
         self.acc[key] = total if acc is None else acc.add_(total)
 
     def __enter__(self) -> RelevanceRecorder:
-        self._handles = [down.register_forward_pre_hook(self._pre_hook(i)) for i, down in enumerate(self.sites.downs)]
+        self._hooks = Hooks(self.sites)
+        for i, down in enumerate(self.sites.downs):
+            self._hooks.edit(down, self._keep(i), input=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
         self._saved = {}
 
     def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
@@ -269,7 +167,6 @@ class RelevanceRecorder:
             with torch.no_grad():
                 check_head(model, input_ids[:1, :8])
             self._checked = True
-        self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
         targets = input_ids[:, 1:].reshape(-1)
         valid = targets != self.exclude_target if self.exclude_target is not None else torch.ones_like(targets).bool()
         log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=input_ids.device)
@@ -323,58 +220,16 @@ def collect_relevance(
     every `checkpoint_every` windows, and a rerun with the same arguments resumes. Under torchrun each rank takes
     every world-th window and all ranks return the summed relevance (rank 0 writes the checkpoint).
     """
-    if not corpus.languages:
-        raise LangNeuronsError("the corpus has no languages; give at least one")
-    if max_tokens is not None and max_tokens <= 0:
-        raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
-    if batch_size <= 0 or checkpoint_every <= 0:
-        raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+    check_collection(corpus, max_tokens, batch_size, checkpoint_every)
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
-    rank, world = _shard()
-    device = model.get_input_embeddings().weight.device
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
-    meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
-        "site": sites.describe(),
-        "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world,
-                       "relevance": "gradient x input at the down projection's input, of the summed log-probability "
-                                    "of the actual next tokens"},
-    }
-    stats = empty_relevance(corpus.languages, sites.n_layers, sites.n_neurons, meta)
-    done, resume_lang, resume_windows = _resume(checkpoint, stats, settings, KIND) if checkpoint else ([], None, 0)
-    group = batch_size * world
-    step = group * max(1, checkpoint_every // group)
-
-    rec = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None)
-    with rec, frozen(model):
-        for k, lang in enumerate(corpus.languages):
-            if lang in done:
-                continue
-            skip_below = resume_windows if lang == resume_lang else 0
-            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
-            bar = tqdm(total=max_tokens, desc=f"relevance {lang}", unit="tok", disable=not progress or rank != 0)
-            n_local, seen = 0, 0
-            for batch in _batches(windows, group):
-                seen = batch[-1][0] + 1
-                mine = [w for i, w in batch if i >= skip_below and i % world == rank]
-                if mine:
-                    n_local += rec.run(model, torch.stack(mine).to(device))
-                    bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
-                if checkpoint and seen % step == 0:
-                    _flush(rec, stats, k, n_local)
-                    n_local = 0
-                    if rank == 0:
-                        _save(stats, checkpoint, done, partial=(lang, seen))
-            bar.close()
-            _flush(rec, stats, k, n_local)
-            if stats.n_tokens[k] == 0:
-                raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
-            done.append(lang)
-            if checkpoint and rank == 0:
-                _save(stats, checkpoint, done, partial=None)
-    stats.meta["n_tokens"] = dict(zip(stats.languages, stats.n_tokens.tolist()))
-    if checkpoint and rank == 0:
-        stats.save(checkpoint)
-    return stats
+    meta = collection_meta(model, sites, corpus, settings, batch_size,
+                           relevance="gradient x input at the down projection's input, of the summed log-probability "
+                                     "of the actual next tokens")
+    relevance = empty_relevance(corpus.languages, sites.n_layers, sites.n_neurons, meta)
+    recorder = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None)
+    with frozen(model):
+        return run_collection(model, tokenizer, corpus, recorder, relevance, settings, batch_size=batch_size,
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                              desc="relevance")

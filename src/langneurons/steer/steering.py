@@ -19,7 +19,8 @@ from torch import nn
 
 from langneurons.core.artifacts import read_json, write_json
 from langneurons.core.errors import LangNeuronsError
-from langneurons.core.sites import find_sites
+from langneurons.core.hooks import Hooks
+from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 
@@ -311,18 +312,6 @@ def _on_prompt(s: Steering) -> bool:
     return not s.config.generated_only
 
 
-def cached_tokens(args: tuple, kwargs: dict[str, Any]) -> int:
-    """Tokens already held by the key/value cache passed to a decoder forward (0: the prompt phase).
-
-    The cache is found by what it is (an object with `get_seq_length`), not by the argument's name, which
-    transformers has renamed (`past_key_values` -> `cache` in 5.24).
-    """
-    for value in (*args, *kwargs.values()):
-        if hasattr(value, "get_seq_length"):
-            return int(value.get_seq_length())
-    return 0
-
-
 class _Hooks:
     """The registered hooks: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
 
@@ -330,27 +319,21 @@ class _Hooks:
     used, or nothing when `prompt` is False.
     """
 
-    def __init__(self, model: nn.Module, sites: Any, tables: dict, residual: dict, prompt: bool = True,
+    def __init__(self, model: nn.Module, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True,
                  prompt_tables: dict | None = None, prompt_residual: dict | None = None, track_phase: bool = False):
-        self._prompt_phase = False
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
         phase = {"gen": (tables, residual),
                  "prompt": (prompt_tables if prompt_tables is not None else tables,
                             prompt_residual if prompt_residual is not None else residual) if prompt else ({}, {})}
+        self._hooks = Hooks(sites, phase=model if track_phase or not prompt else None)
         try:
-            if track_phase or not prompt:
-                self._handles.append(model.base_model.register_forward_pre_hook(self._phase, with_kwargs=True))
             for layer in tables:
-                self._handles.append(sites.acts[layer].register_forward_hook(self._neuron_hook(layer, phase)))
+                self._hooks.edit(sites.acts[layer], self._neuron_hook(layer, phase))
             for layer in residual:
-                self._handles.append(sites.layers[layer].register_forward_hook(self._residual_hook(layer, phase)))
+                self._hooks.edit(sites.layers[layer], self._residual_hook(layer, phase))
         except BaseException:
             self.remove()
             raise
-
-    def _phase(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._prompt_phase = cached_tokens(args, kwargs) == 0
 
     def _get(self, key: tuple[int, str], value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         full = (*key, like.device, like.dtype)
@@ -359,36 +342,30 @@ class _Hooks:
         return self._cache[full]
 
     def _neuron_hook(self, layer: int, phase: dict):
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-            name = "prompt" if self._prompt_phase else "gen"
+        def hook(a: torch.Tensor) -> torch.Tensor | None:
+            name = "prompt" if self._hooks.prompt_phase else "gen"
             table = phase[name][0].get(layer)
             if table is None:
                 return None
-            scale, shift = (self._get((layer, f"{name}{i}"), t, output) for i, t in enumerate(table))
-            if scale.dim() == 3 and output.dim() == 2:
-                raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
-            if output.requires_grad:  # keep autograd intact
-                return output * scale + shift
-            return output.mul_(scale).add_(shift)
+            scale, shift = (self._get((layer, f"{name}{i}"), t, a) for i, t in enumerate(table))
+            if a.requires_grad:  # keep autograd intact
+                return a * scale + shift
+            return a.mul_(scale).add_(shift)
 
         return hook
 
     def _residual_hook(self, layer: int, phase: dict):
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
-            name = "prompt" if self._prompt_phase else "gen"
+        def hook(h: torch.Tensor) -> torch.Tensor | None:
+            name = "prompt" if self._hooks.prompt_phase else "gen"
             delta = phase[name][1].get(layer)
             if delta is None:
                 return None
-            h = output[0] if isinstance(output, tuple) else output
-            h = h + self._get((layer, f"{name}r"), delta, h)
-            return (h, *output[1:]) if isinstance(output, tuple) else h
+            return h + self._get((layer, f"{name}r"), delta, h)
 
         return hook
 
     def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._hooks.close()
 
 
 @contextmanager

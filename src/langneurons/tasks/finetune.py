@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.hooks import Hooks
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows
@@ -64,13 +65,12 @@ class _Edit:
         bias = getattr(module, "bias", None)
         self.bias = (nn.Parameter(torch.zeros(len(index), dtype=torch.float32, device=weight.device))
                      if role == "rows" and bias is not None else None)
-        self.handle: Any = None
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
-    def _hook(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        x = args[0].to(torch.float32)
+    def _edit(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
         if self.role == "rows":
             extra = x @ self.weight.T
             if self.bias is not None:
@@ -78,13 +78,9 @@ class _Edit:
             return output.index_add(-1, self.index, extra.to(output.dtype))
         return output + (x.index_select(-1, self.index) @ self.weight.T).to(output.dtype)
 
-    def attach(self) -> None:
-        self.handle = self.module.register_forward_hook(self._hook)
-
-    def detach(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
+    def attach(self, hooks: Hooks) -> None:
+        """Add the delta to the linear's output while `hooks` are open."""
+        hooks.edit(self.module, self._edit, with_input=True)
 
     def slices(self) -> list[tuple[str, nn.Parameter, int, torch.Tensor]]:
         """(parameter name, parameter, dimension, delta laid out like the parameter's slice) per parameter."""
@@ -278,11 +274,12 @@ def _train(model: nn.Module, edits: list[_Edit], train: list[torch.Tensor], vali
     flags = [(p, p.requires_grad) for p in model.parameters()]
     history: list[dict[str, Any]] = []
     step, stopped, bad = 0, "steps", 0
+    hooks = Hooks()
     try:
         for p, _ in flags:
             p.requires_grad_(False)
         for e in edits:
-            e.attach()
+            e.attach(hooks)
         valid_before = mean_nll(model, {language: valid})[language] if valid else None
         best, best_step, best_state = valid_before, 0, [p.detach().clone() for p in params]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -322,8 +319,7 @@ def _train(model: nn.Module, edits: list[_Edit], train: list[torch.Tensor], vali
         else:
             best_step = step
     finally:
-        for e in edits:
-            e.detach()
+        hooks.close()
         for p, flag in flags:
             p.requires_grad_(flag)
     return {"steps": step, "best_step": best_step, "stopped": stopped, "history": history,

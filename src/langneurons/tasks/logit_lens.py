@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
 from langneurons.core.artifacts import write_atomic
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.hooks import Hooks
 from langneurons.core.lm import head_logits
 from langneurons.core.sites import find_sites
 from langneurons.data.prompts import SPLITS, qa_prompt, questions
@@ -78,18 +79,12 @@ def _last_states(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tup
     seen: dict[int, torch.Tensor] = {}
 
     def keep(i: int):
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> None:
-            h = output[0] if isinstance(output, tuple) else output
-            seen[i] = h[rows, last].clone()
+        return lambda h: seen.__setitem__(i, h[rows, last].clone())
 
-        return hook
-
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(sites.layers)]
-    try:
+    with Hooks(sites) as hooks:
+        for i, layer in enumerate(sites.layers):
+            hooks.read(layer, keep(i))
         final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    finally:
-        for h in handles:
-            h.remove()
     return [seen[i] for i in range(sites.n_layers)], final[rows, last]
 
 
