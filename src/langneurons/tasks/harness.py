@@ -279,7 +279,7 @@ def run_lm_eval(
         raise LangNeuronsError(f"steerings {labels} repeat one; give each once")
     if not progress:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    manager = TaskManager()
+    manager = TaskManager(include_defaults=any(isinstance(s, str) for s in specs))  # indexing all: seconds
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw: dict[str, dict[str, Any]] = {}

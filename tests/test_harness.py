@@ -1,0 +1,159 @@
+"""The lm-evaluation-harness path: the steered harness model against independent computations (a hand loop over the
+model's logits, our generation), the plain harness model, local task YAMLs, results files and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import make_tiny, tiny_tokenizer
+
+import langneurons as ln
+from langneurons.errors import LangNeuronsError
+from langneurons.generation import generate
+from langneurons.stats import ActivationStats
+from langneurons.steering import SteeringConfig, steer
+from langneurons.tasks.xquad import answer_tokens
+
+lm_eval = pytest.importorskip("lm_eval")
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+from langneurons.tasks.harness import local_task, lm_eval_model, run_lm_eval  # noqa: E402
+
+FIX = Path(__file__).parent / "fixtures" / "benchmarks"
+LANGS = ["en", "de", "fr"]
+ITEMS = [  # a two-item multiple-choice task
+    {"q": "The quick brown fox jumps over the", "choices": [" lazy dog.", " cat.", " free and equal."], "label": 0},
+    {"q": "Der Hund", "choices": [" schläft.", " dort.", " spielt im Park."], "label": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = make_tiny("llama", dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand(len(LANGS), 2, 48, generator=g) < 0.25
+    neurons = ln.NeuronSet(LANGS, masks, {"method": "hand-made"})
+    over = torch.randint(0, 100, (len(LANGS), 2, 48), generator=g)
+    sums = torch.randn(len(LANGS), 2, 48, generator=g, dtype=torch.float64) * 40
+    stats = ActivationStats(LANGS, torch.full((len(LANGS),), 100), over, sums, None, {})
+    return model, tiny_tokenizer(), neurons, stats
+
+
+@pytest.fixture(scope="module")
+def two_items(tmp_path_factory) -> Path:
+    """A local two-item multiple-choice task YAML (dataset_path: json)."""
+    root = tmp_path_factory.mktemp("task")
+    (root / "items.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ITEMS), "utf-8")
+    (root / "two_items.yaml").write_text(
+        "task: two_items\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {root / 'items.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\ntarget_delimiter: ''\nmetric_list:\n  - metric: acc\n", "utf-8")
+    return root / "two_items.yaml"
+
+
+def hand_loglikelihood(model, tok, context: str, continuation: str) -> float:
+    """log p(continuation | context): one unpadded sequence, full-vocabulary log-softmax, summed by hand."""
+    ctx = tok(context).input_ids
+    whole = tok(context + continuation).input_ids
+    assert whole[: len(ctx)] == ctx  # the test texts split cleanly at the boundary
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0].double(), -1)
+    return sum(float(logp[pos - 1, whole[pos]]) for pos in range(len(ctx), len(whole)))
+
+
+def evaluate(lm, task) -> dict:
+    return lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_defaults=False),
+                                   log_samples=True, bootstrap_iters=0)
+
+
+def loglikelihoods(results: dict, task: str) -> list[list[float]]:
+    samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+    return [[float(r[0][0]) for r in s["resps"]] for s in samples]
+
+
+def test_steered_loglikelihoods_equal_the_hand_loop_and_option_logprobs(tiny, two_items):
+    model, tok, neurons, stats = tiny
+    expression = "-en +3*de"
+    got = loglikelihoods(evaluate(lm_eval_model(model, tok, expression, neurons=neurons, stats=stats,
+                                                batch_size=2), str(two_items)), "two_items")
+    contexts = [it["q"] for it in ITEMS for _ in it["choices"]]
+    options = [c for it in ITEMS for c in it["choices"]]
+    with steer(model, neurons, stats, expression):
+        hand = [hand_loglikelihood(model, tok, c, o) for c, o in zip(contexts, options)]
+        ours = ln.option_logprobs(model, tok, contexts, options)
+    unsteered = [hand_loglikelihood(model, tok, c, o) for c, o in zip(contexts, options)]
+    flat = [v for row in got for v in row]
+    assert flat == pytest.approx(hand, abs=1e-8) and flat == pytest.approx(ours, abs=1e-8)
+    assert max(abs(a - b) for a, b in zip(hand, unsteered)) > 1e-3  # the steering changes the scores
+    assert [hand_loglikelihood(model, tok, c, o) for c, o in zip(contexts, options)] == unsteered
+
+
+def test_unsteered_results_equal_the_plain_harness_model(tiny, two_items):
+    model, tok, _, _ = tiny
+    ours = evaluate(lm_eval_model(model, tok, batch_size=2), str(two_items))
+    plain = evaluate(HFLM(pretrained=model, tokenizer=tok, batch_size=2), str(two_items))
+    assert loglikelihoods(ours, "two_items") == loglikelihoods(plain, "two_items")
+    assert ours["results"]["two_items"]["acc,none"] == plain["results"]["two_items"]["acc,none"]
+    contexts = [it["q"] for it in ITEMS for _ in it["choices"]]
+    options = [c for it in ITEMS for c in it["choices"]]
+    hand = [hand_loglikelihood(model, tok, c, o) for c, o in zip(contexts, options)]
+    assert [v for row in loglikelihoods(ours, "two_items") for v in row] == pytest.approx(hand, abs=1e-8)
+
+
+@pytest.mark.parametrize("config", [SteeringConfig({"de": 4.0}, {"en": 0.0}),
+                                    SteeringConfig({"fr": 4.0}, generated_only=True)])
+def test_steered_generate_until_equals_our_generate(tiny, config):
+    model, tok, neurons, stats = tiny
+    prompts = ["The quick brown fox", "Der Hund", "Le chat dort. Le chat", "Все люди"]
+    kwargs = {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}
+    requests = [Instance("generate_until", {}, (p, kwargs), i) for i, p in enumerate(prompts)]
+    lm = lm_eval_model(model, tok, config, neurons=neurons, stats=stats, batch_size=3)
+    got = [g.strip() for g in lm.generate_until(requests, disable_tqdm=True)]
+    expected = generate(model, tok, prompts, max_new_tokens=8, stop_strings=("\n",), steerings=[config] * 4,
+                        neurons=neurons, stats=stats)
+    assert got == expected
+    assert expected != generate(model, tok, prompts, max_new_tokens=8, stop_strings=("\n",))  # steering acts
+
+
+def test_local_tasks_read_the_fixture_files(tiny, tmp_path):
+    model, tok, neurons, stats = tiny
+    result = run_lm_eval(model, tok, ["belebele_de", "xnli_en", "xquad_zh"], ["+de"], neurons, stats,
+                         data=FIX, limit=3, output_dir=tmp_path, progress=False)
+    assert result.tasks == ["belebele_de", "xnli_en", "xquad_zh"] and result.conditions == ["baseline", "+de"]
+    assert result.metric == {"belebele_de": "acc", "xnli_en": "acc", "xquad_zh": "f1"}
+    saved = json.loads((tmp_path / "lm-eval.json").read_text("utf-8"))
+    assert saved["kind"] == "results" and saved["task"] == "lm-eval"
+    assert saved["settings"]["steerings"]["+de"]["activate"] == {"de": 1.0}
+    harness = json.loads((tmp_path / "harness_steered1.json").read_text("utf-8"))
+    assert harness["config"]["langneurons_steering"] == "+1*de [add]"
+    assert harness["n-samples"]["belebele_de"]["effective"] == 3
+    assert (tmp_path / "lm-eval_delta.png").exists() and (tmp_path / "harness_baseline.json").exists()
+    for task in result.tasks:
+        d = saved["summary"]["delta"][task]["+de"]
+        scores = saved["summary"]["scores"][task]
+        assert d == pytest.approx(scores["+de"][result.metric[task]] - scores["baseline"][result.metric[task]])
+    assert "belebele_de" in result.table()
+
+
+def test_local_task_configs(tmp_path):
+    config = local_task("xnli_de", FIX)
+    assert config["doc_to_choice"].startswith('{{[premise+", richtig? Ja, "+hypothesis')
+    assert config["dataset_kwargs"]["data_files"]["test"] == str((FIX / "xnli" / "de.jsonl").resolve())
+    xquad = local_task("xquad_zh", FIX)
+    doc = {"answers": {"text": ["约6400公里", "6400公里"]}}
+    assert xquad["process_results"](doc, ["6400公里"]) == {"exact_match": 1.0, "f1": 1.0}  # the best gold answer
+    assert answer_tokens("6400公里", "zh") == ["6400", "公", "里"]
+    with pytest.raises(LangNeuronsError, match="no such file"):
+        local_task("belebele_deu_Latn", FIX)
+    with pytest.raises(LangNeuronsError, match="has no local form"):
+        local_task("xcopa_de", FIX)
+    (tmp_path / "xnli").mkdir()
+    (tmp_path / "xnli" / "xx.jsonl").write_text("", "utf-8")
+    with pytest.raises(LangNeuronsError, match="no label words for 'xx'"):
+        local_task("xnli_xx", tmp_path)
