@@ -4,10 +4,15 @@ model's logits, our generation), the plain harness model, local task YAMLs, resu
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import lm_eval
 import pytest
 import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
 from tiny import make_tiny, tiny_tokenizer
 
 import langneurons as ln
@@ -15,14 +20,8 @@ from langneurons.errors import LangNeuronsError
 from langneurons.generation import generate
 from langneurons.stats import ActivationStats
 from langneurons.steering import SteeringConfig, steer
+from langneurons.tasks.harness import lm_eval_model, local_task, run_lm_eval
 from langneurons.tasks.xquad import answer_tokens
-
-lm_eval = pytest.importorskip("lm_eval")
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.models.huggingface import HFLM  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-
-from langneurons.tasks.harness import local_task, lm_eval_model, run_lm_eval  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 LANGS = ["en", "de", "fr"]
@@ -154,6 +153,48 @@ def test_local_task_configs(tmp_path):
     with pytest.raises(LangNeuronsError, match="has no local form"):
         local_task("xcopa_de", FIX)
     (tmp_path / "xnli").mkdir()
-    (tmp_path / "xnli" / "xx.jsonl").write_text("", "utf-8")
+    (tmp_path / "xnli" / "xx.jsonl").write_text(json.dumps({"premise": "P", "hypothesis": "H", "label": 1}), "utf-8")
     with pytest.raises(LangNeuronsError, match="no label words for 'xx'"):
         local_task("xnli_xx", tmp_path)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("not json", "xx.jsonl:1: not a JSON object"),
+    (json.dumps({"premise": "P", "label": 1}), "xx.jsonl:1: missing field 'hypothesis'; xnli rows need"),
+    (json.dumps({"premise": "P", "hypothesis": "H", "label": 3}), "label 3 is not one of 0, 1, 2"),
+    ("", "xx.jsonl: no rows"),
+])
+def test_bad_local_rows_are_one_line_errors(tmp_path, row, message):
+    (tmp_path / "xnli").mkdir()
+    (tmp_path / "xnli" / "xx.jsonl").write_text(row + "\n", "utf-8")
+    with pytest.raises(LangNeuronsError) as e:
+        local_task("xnli_xx", tmp_path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_harness_is_a_one_line_error(tiny, monkeypatch):
+    model, tok, _, _ = tiny
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(LangNeuronsError, match=r"pip install 'langneurons\[lm-eval\]'"):
+        lm_eval_model(model, tok)
+
+
+def test_cli(tiny, tmp_path, capsys):
+    from langneurons.cli import main
+
+    _, _, neurons, stats = tiny
+    make_tiny("llama").save_pretrained(tmp_path / "model")
+    tiny_tokenizer().save_pretrained(tmp_path / "model")
+    neurons.save(tmp_path / "n.safetensors")
+    stats.save(tmp_path / "s.safetensors")
+    common = ["evaluate", "lm-eval", "--model", str(tmp_path / "model"), "--neurons", str(tmp_path / "n.safetensors"),
+              "--stats", str(tmp_path / "s.safetensors"), "--data", str(FIX), "--quiet"]
+    assert main([*common, "--tasks", "belebele_de,xnli_en", "--steer", "-en +de", "--activate", "fr", "--limit", "2",
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "lm-eval.json").read_text("utf-8"))
+    assert saved["summary"]["conditions"] == ["baseline", "-en +de", "+fr"]
+    assert saved["summary"]["scores"]["xnli_en"]["+fr"]["acc"] in (0.0, 0.5, 1.0)
+    assert "belebele_de" in capsys.readouterr().out
+    assert main([*common, "--tasks", "xnli_zz", "--output-dir", str(tmp_path / "bad")]) == 2
+    assert "xnli/zz.jsonl: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

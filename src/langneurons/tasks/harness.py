@@ -41,7 +41,14 @@ from langneurons.tasks.results import run_metadata, write_results
 
 SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*, ...): baseline vs steered"
 INSTALL = "pip install 'langneurons[lm-eval]'"
-LOCAL_FAMILIES = ("belebele", "xnli", "xquad")
+# the fields every row of a local file needs (the hub's schema)
+LOCAL_FIELDS = {
+    "belebele": ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
+                 "correct_answer_num"),
+    "xnli": ("premise", "hypothesis", "label"),
+    "xquad": ("context", "question", "answers"),
+}
+LOCAL_FAMILIES = tuple(LOCAL_FIELDS)
 _LOCAL_NAME = re.compile(r"^(belebele|xnli|xquad)_([A-Za-z0-9_-]+)$")
 
 SteeringSpec = Steering | SteeringConfig | str
@@ -51,7 +58,7 @@ def _harness() -> Any:
     """The `lm_eval` package, or a one-line error naming the extra to install."""
     try:
         import lm_eval
-        import lm_eval.models.huggingface  # noqa: F401
+        import lm_eval.models.huggingface
     except ImportError as e:
         raise LangNeuronsError(f"the lm-eval path needs lm-evaluation-harness ({e}); {INSTALL}") from None
     return lm_eval
@@ -145,6 +152,7 @@ def local_task(name: str, data: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise LangNeuronsError(f"{path}: no such file; put {family} rows for {name} there, or leave --data out "
                                "to read the task from the hub")
+    _check_rows(path, family)
     import yaml
 
     text = resources.files("langneurons").joinpath(f"data/lm_eval/{family}.yaml").read_text("utf-8")
@@ -158,6 +166,38 @@ def local_task(name: str, data: str | Path) -> dict[str, Any]:
 
         config["process_results"] = functools.partial(process_results, language=suffix.split("_")[0])
     return config
+
+
+def _check_rows(path: Path, family: str) -> None:
+    """One-line errors for what the harness would only trip over mid-run: bad JSON, missing fields, bad labels."""
+    fields, rows = LOCAL_FIELDS[family], 0
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise LangNeuronsError(f"{path}: not UTF-8 text; convert it to UTF-8") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            raise LangNeuronsError(f"{path}:{number}: not a JSON object; write one object per line")
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise LangNeuronsError(f"{path}:{number}: missing field '{missing[0]}'; {family} rows need "
+                                   f"{', '.join(fields)}")
+        label, allowed = {"belebele": (row.get("correct_answer_num"), ("1", "2", "3", "4")),
+                          "xnli": (row.get("label"), ("0", "1", "2"))}.get(family, (None, None))
+        if allowed and str(label) not in allowed:
+            raise LangNeuronsError(f"{path}:{number}: {fields[-1]} {label!r} is not one of {', '.join(allowed)}; "
+                                   "fix the row")
+        if family == "xquad" and not (isinstance(row["answers"], dict) and row["answers"].get("text")):
+            raise LangNeuronsError(f"{path}:{number}: answers needs a non-empty 'text' list; fix the row")
+        rows += 1
+    if not rows:
+        raise LangNeuronsError(f"{path}: no rows; add {family} rows, one JSON object per line")
 
 
 def _xnli_choices(language: str) -> str:
