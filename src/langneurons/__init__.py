@@ -13,10 +13,11 @@ from langneurons.neurons import NeuronSet
 from langneurons.scoring import option_logprobs
 from langneurons.sites import find_sites
 from langneurons.stats import ActivationStats
+from langneurons.tasks.harness import lm_eval_model
 
 __all__ = [
     "ActivationStats", "Corpus", "FinetuneDelta", "LangNeuronsError", "NeuronSet", "RelevanceStats", "__version__",
     "apply_finetune", "collect_relevance", "collect_stats", "compare_methods", "crane", "find_sites", "finetuned",
-    "frequency_contrast", "from_texts", "hf_dataset", "lape", "load_model", "matched_sets", "option_logprobs",
-    "random_like", "text_files", "udhr",
+    "frequency_contrast", "from_texts", "hf_dataset", "lape", "lm_eval_model", "load_model", "matched_sets",
+    "option_logprobs", "random_like", "text_files", "udhr",
 ]

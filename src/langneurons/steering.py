@@ -156,7 +156,7 @@ class Steering:
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, stats: ActivationStats | None,
                  config: SteeringConfig):
-        self.model, self.config = model, config
+        self.model, self.config, self.neurons, self.stats = model, config, neurons, stats
         self.sites = find_sites(model)
         n_layers = self.sites.n_layers
         start, stop = config.layers or (0, n_layers)
