@@ -138,6 +138,11 @@ def test_local_tasks_read_the_fixture_files(tiny, tmp_path):
         scores = saved["summary"]["scores"][task]
         assert d == pytest.approx(scores["+de"][result.metric[task]] - scores["baseline"][result.metric[task]])
     assert "belebele_de" in result.table()
+    from langneurons.report import build_report
+
+    report = build_report(tmp_path)
+    assert report.skipped == {} and "lm-evaluation-harness results" in report.used["harness_baseline.json"]
+    assert "belebele_de" in report.markdown.read_text("utf-8")
 
 
 def test_local_task_configs(tmp_path):
