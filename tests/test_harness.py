@@ -203,3 +203,19 @@ def test_cli(tiny, tmp_path, capsys):
     assert main([*common, "--tasks", "xnli_zz", "--output-dir", str(tmp_path / "bad")]) == 2
     assert "xnli/zz.jsonl: no such file" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_embedded_model_through_the_harness(gemma, tmp_path):
+    """gemma-3-270m (its tokenizer adds BOS): steered harness log-likelihoods equal the hand loop; files written."""
+    model, tok = gemma
+    stats = ln.collect_stats(model, tok, ln.udhr(["en", "de", "fr"]), max_tokens=400, window=200, progress=False)
+    neurons = ln.lape(stats, top_rate=0.01)
+    with steer(model, neurons, stats, "+de"):
+        hand = [hand_loglikelihood(model, tok, "Der Hund", o) for o in (" schläft.", " bellt laut.")]
+    lm = lm_eval_model(model, tok, "+de", neurons=neurons, stats=stats)
+    got = [r[0] for r in lm.loglikelihood([Instance("loglikelihood", {}, ("Der Hund", o), i)
+                                          for i, o in enumerate((" schläft.", " bellt laut."))], disable_tqdm=True)]
+    assert got == pytest.approx(hand, abs=1e-3)
+    result = run_lm_eval(model, tok, ["belebele_de", "belebele_en"], ["+de"], neurons, stats, data=FIX, limit=2,
+                         output_dir=tmp_path, progress=False)
+    assert set(result.scores["belebele_de"]) == {"baseline", "+de"} and (tmp_path / "harness_steered1.json").exists()

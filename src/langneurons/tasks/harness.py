@@ -335,7 +335,7 @@ def run_lm_eval(
         write_json(files[label], json.loads(json.dumps(results, default=handle_non_serializable,
                                                        ensure_ascii=False)))
         raw[label] = results["results"]
-    names = list(raw["baseline"])
+    names = [t for t in raw["baseline"] if _metrics(raw["baseline"][t])]  # a group without its own metrics: none
     scores = {t: {c: _metrics(raw[c][t]) for c in raw} for t in names}
     result = HarnessResult(names, list(raw), scores, {t: _main_metric(scores[t]["baseline"]) for t in names})
     settings = {"tasks": list(tasks), "data": None if data is None else str(data), "limit": limit,
