@@ -219,3 +219,22 @@ def test_embedded_model_through_the_harness(gemma, tmp_path):
     result = run_lm_eval(model, tok, ["belebele_de", "belebele_en"], ["+de"], neurons, stats, data=FIX, limit=2,
                          output_dir=tmp_path, progress=False)
     assert set(result.scores["belebele_de"]) == {"baseline", "+de"} and (tmp_path / "harness_steered1.json").exists()
+
+
+def test_steering_specs_compile_alike(tiny, tmp_path):
+    from langneurons.calibrate import Calibration
+    from langneurons.tasks.forcing import ForcingSetting
+    from langneurons.tasks.harness import compile_steering
+
+    model, _, neurons, stats = tiny
+    cal = Calibration({"fr": ForcingSetting("add", 3.0)})
+    calibrated = compile_steering(model, "-en +fr", neurons, stats, calibrated=cal)
+    assert calibrated.config.activate == {"fr": 3.0} and calibrated.config.deactivate == {"en": 0.0}
+    config = SteeringConfig({"fr": 3.0}, {"en": 0.0})
+    config.save(tmp_path / "setting.json")
+    for spec in (config, str(tmp_path / "setting.json"), "-en +3*fr"):
+        steering = compile_steering(model, spec, neurons, stats)
+        assert steering.config == config
+        for layer, (scale, shift) in steering.tables.items():
+            assert torch.equal(scale, calibrated.tables[layer][0]) and torch.equal(shift, calibrated.tables[layer][1])
+    assert compile_steering(model, None) is None
