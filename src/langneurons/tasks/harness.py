@@ -51,7 +51,7 @@ LOCAL_FIELDS = {
 LOCAL_FAMILIES = tuple(LOCAL_FIELDS)
 _LOCAL_NAME = re.compile(r"^(belebele|xnli|xquad)_([A-Za-z0-9_-]+)$")
 
-SteeringSpec = Steering | SteeringConfig | str
+SteeringSpec = Steering | SteeringConfig | str | Path
 
 
 def _harness() -> Any:
@@ -118,7 +118,7 @@ def compile_steering(model: torch.nn.Module, steering: SteeringSpec | None, neur
         return steering
     if isinstance(steering, SteeringConfig):
         return build_steering(model, neurons, stats, config=steering)
-    if steering.endswith(".json"):
+    if isinstance(steering, Path) or steering.endswith(".json"):
         return build_steering(model, neurons, stats, config=SteeringConfig.load(steering))
     return build_steering(model, neurons, stats, steering, calibrated=calibrated, **options)
 
@@ -314,7 +314,7 @@ def run_lm_eval(
 
     specs = task_specs(list(tasks), data)
     compiled = [compile_steering(model, s, neurons, stats, calibrated, **options) for s in steerings]
-    labels = [s.config.describe() if not isinstance(s, str) else s for s in steerings]
+    labels = [s if isinstance(s, str) else str(s) if isinstance(s, Path) else s.config.describe() for s in steerings]
     if len(set(labels)) != len(labels):
         raise LangNeuronsError(f"steerings {labels} repeat one; give each once")
     if not progress:
