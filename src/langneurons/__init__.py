@@ -12,11 +12,12 @@ from langneurons.stats.activation import ActivationStats
 from langneurons.stats.collect import collect_stats
 from langneurons.tasks.compare import compare_methods, matched_sets
 from langneurons.tasks.finetune import FinetuneDelta, apply_finetune, finetuned
+from langneurons.tasks.harness import lm_eval_model
 from langneurons.tasks.scoring import option_logprobs
 
 __all__ = [
     "ActivationStats", "Corpus", "FinetuneDelta", "LangNeuronsError", "NeuronSet", "RelevanceStats", "__version__",
     "apply_finetune", "collect_relevance", "collect_stats", "compare_methods", "crane", "find_sites", "finetuned",
-    "frequency_contrast", "from_texts", "hf_dataset", "lape", "load_model", "matched_sets", "option_logprobs",
-    "random_like", "text_files", "udhr",
+    "frequency_contrast", "from_texts", "hf_dataset", "lape", "lm_eval_model", "load_model", "matched_sets",
+    "option_logprobs", "random_like", "text_files", "udhr",
 ]

@@ -73,6 +73,25 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from langneurons.steer.export import export_steering
+    from langneurons.steer.steering import SteeringConfig, build_steering
+
+    if bool(args.steer) == bool(args.setting):
+        raise LangNeuronsError("say what to export: --steer '+de' or --setting FILE (one of them)")
+    if Path(args.output).suffix not in (".pt", ".pth"):
+        raise LangNeuronsError(f"-o {args.output}: the harness reads steering files named *.pt; name the output *.pt")
+    config = SteeringConfig.load(args.setting) if args.setting else None
+    model, _, neurons, stats = load_inputs(args)
+    steering = build_steering(model, neurons, stats, args.steer, config=config, method=args.method, alpha=args.alpha,
+                              value=args.value, deactivation=args.deactivation, beta=args.beta,
+                              layers=parse_layers(args.layers), generated_only=args.generated_only,
+                              calibrated=args.calibrated)
+    info = export_steering(steering, args.output, args.format)
+    print(f"kept: {info['kept']}; dropped: {', '.join(info['dropped']) or 'nothing'}")
+    print(f"wrote {args.output} and {args.output}.json; use: {info['use']}")
+
+
 def add_parsers(sub: Any) -> None:
     """Register generate, calibrate and evaluate on the main parser's subcommands."""
     g = sub.add_parser("generate", help="baseline and steered outputs side by side",
@@ -97,6 +116,16 @@ def add_parsers(sub: Any) -> None:
     add_generation_options(c)
     c.add_argument("-o", "--output", default="calibration.json", help="calibration file")
     c.set_defaults(func=cmd_calibrate)
+
+    x = sub.add_parser("export", help="write a steering setting in another tool's format (lm-eval-steer)",
+                       description="Write the additive part of a steering setting as lm-evaluation-harness's "
+                                   "`steered` model file (.pt); deactivation, scale and replace are dropped.")
+    add_model_options(x)
+    add_steering_options(x)
+    x.add_argument("--setting", help="saved steering settings (JSON) instead of --steer")
+    x.add_argument("--format", default="lm-eval-steer", choices=["lm-eval-steer"], help="output format")
+    x.add_argument("-o", "--output", default="steer.pt", help="output file (default steer.pt)")
+    x.set_defaults(func=cmd_export)
 
     from langneurons.tasks import TASKS, task_module
 

@@ -221,6 +221,8 @@ class _State:
             item.kind, item.data = "fallback", data
         elif isinstance(data.get("seconds"), dict) and "distinct" in data:
             item.kind, item.data = "demo", data
+        elif "lm_eval_version" in data and isinstance(data.get("results"), dict):
+            self.used[item.rel] = "lm-evaluation-harness results (summarised in the lm-eval results)"
         else:
             raise LangNeuronsError("JSON of no known kind (results, calibration, forcing, fallback, demo summary)")
 

@@ -157,7 +157,7 @@ class Steering:
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, stats: ActivationStats | None,
                  config: SteeringConfig):
-        self.model, self.config = model, config
+        self.model, self.config, self.neurons, self.stats = model, config, neurons, stats
         self.sites = find_sites(model)
         n_layers = self.sites.n_layers
         start, stop = config.layers or (0, n_layers)
@@ -368,6 +368,47 @@ class _Hooks:
         self._hooks.close()
 
 
+def build_steering(
+    model: nn.Module,
+    neurons: NeuronSet | None = None,
+    stats: ActivationStats | None = None,
+    expression: str | None = None,
+    *,
+    config: SteeringConfig | None = None,
+    method: str = "add",
+    alpha: float | None = None,
+    value: float = 0.0,
+    deactivation: str = "set",
+    beta: float | None = None,
+    layers: tuple[int, int] | None = None,
+    generated_only: bool = False,
+    calibrated: Any = None,
+) -> Steering:
+    """A compiled `Steering` (hooks not attached) from an expression, `config=`, or a calibration.
+
+    `calibrated` (a `Calibration` or its JSON path) supplies the activated language's method, strength, layers
+    and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
+    """
+    if calibrated is not None:
+        from langneurons.steer.calibration import Calibration
+
+        if not expression or stats is None:
+            raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")
+        cal = calibrated if isinstance(calibrated, Calibration) else Calibration.load(calibrated)
+        terms = parse_expression(expression)
+        config, neurons = cal.steering({t.language: 1.0 for t in terms if t.sign > 0},
+                                       {t.language: 0.0 for t in terms if t.sign < 0}, neurons, stats)
+        expression = None
+    if config is None:
+        if not expression:
+            raise LangNeuronsError("say what to steer: an expression like '-en +fr', or config=")
+        config = SteeringConfig.from_expression(expression, method, alpha, value, deactivation, beta, layers,
+                                                generated_only)
+    elif expression:
+        raise LangNeuronsError("pass either an expression or config=, not both")
+    return Steering(model, neurons, stats, config)
+
+
 @contextmanager
 def steer(
     model: nn.Module,
@@ -390,27 +431,11 @@ def steer(
     >>> with steer(model, neurons, stats, "-en +fr", method="add", alpha=1.0):
     ...     out = model.generate(**batch)
 
-    `calibrated` (a `Calibration` or its JSON path) supplies the activated language's method, strength, layers
-    and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
+    What to edit is said as in `build_steering` (an expression, `config=`, or `calibrated=`).
     """
-    if calibrated is not None:
-        from langneurons.steer.calibration import Calibration
-
-        if not expression or stats is None:
-            raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")
-        cal = calibrated if isinstance(calibrated, Calibration) else Calibration.load(calibrated)
-        terms = parse_expression(expression)
-        config, neurons = cal.steering({t.language: 1.0 for t in terms if t.sign > 0},
-                                       {t.language: 0.0 for t in terms if t.sign < 0}, neurons, stats)
-        expression = None
-    if config is None:
-        if not expression:
-            raise LangNeuronsError("say what to steer: an expression like '-en +fr', or config=")
-        config = SteeringConfig.from_expression(expression, method, alpha, value, deactivation, beta, layers,
-                                                generated_only)
-    elif expression:
-        raise LangNeuronsError("pass either an expression or config=, not both")
-    steering = Steering(model, neurons, stats, config).attach()
+    steering = build_steering(model, neurons, stats, expression, config=config, method=method, alpha=alpha,
+                              value=value, deactivation=deactivation, beta=beta, layers=layers,
+                              generated_only=generated_only, calibrated=calibrated).attach()
     try:
         yield steering
     finally:

@@ -14,9 +14,7 @@ TASKS: dict[str, str] = {
     "forcing": "langneurons.tasks.forcing",
     "fallback": "langneurons.tasks.fallback",
     "translation": "langneurons.tasks.translation",
-    "belebele": "langneurons.tasks.belebele",
-    "xnli": "langneurons.tasks.xnli",
-    "xquad": "langneurons.tasks.xquad",
+    "lm-eval": "langneurons.tasks.harness",
     "perplexity": "langneurons.tasks.perplexity",
     "logit-lens": "langneurons.tasks.logit_lens",
 }

@@ -1,13 +1,13 @@
-"""Log-likelihood of continuations: score each option after its context, and pick the most likely option.
+"""Log-likelihood of continuations: score each option after its context, without lm-evaluation-harness.
 
-No generation and no parsing of letters: multiple choice and NLI are decided by which option the model finds
-most probable. A context shared by several options (a Belebele passage, an XNLI premise) runs once; only the
-positions that predict option tokens go through the LM head.
+A context shared by several options runs once; only the positions that predict option tokens go through the LM
+head. Benchmarks run through the harness (`langneurons evaluate lm-eval`); this is the Python API for scoring
+one's own continuations, under any steering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,26 +15,6 @@ import torch
 from langneurons.core.errors import LangNeuronsError
 
 NORMALIZATIONS = ("sum", "token", "char")
-
-
-def split_template(template: str, fields: Mapping[str, Any], label: str) -> tuple[str, str]:
-    """(context, option) of a template such as "{premise}, right? {label}, {hypothesis}".
-
-    The context is the text before `{label}`; the option is the label and everything after it, so that
-    options that differ only in the label share their context.
-    """
-    prefix, sep, suffix = template.partition("{label}")
-    if not sep:
-        raise LangNeuronsError(f"template {template!r} has no {{label}}; mark where the answer goes with {{label}}")
-    values = {**fields, "label": label}
-    try:
-        return prefix.format(**values), label + suffix.format(**values)
-    except KeyError as e:
-        raise LangNeuronsError(
-            f"template placeholder {{{e.args[0]}}} is unknown; use {', '.join('{' + k + '}' for k in values)}"
-        ) from None
-    except (IndexError, ValueError) as e:
-        raise LangNeuronsError(f"template {template!r} is malformed ({e}); write literal braces as {{{{ }}}}") from None
 
 
 def _encode(tokenizer: Any, context: str, option: str) -> tuple[list[int], list[int]]:
@@ -143,30 +123,3 @@ def _score_batch(model: torch.nn.Module, tokenizer: Any, contexts: Sequence[Sequ
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log_softmax over the vocabulary in at least float32."""
     return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-
-
-def multiple_choice(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    contexts: Sequence[str],
-    options: Sequence[Sequence[str]],
-    batch_size: int = 8,
-    normalize: str = "sum",
-) -> list[tuple[int, list[float]]]:
-    """For each item, (index of the most likely option, the options' scores); ties go to the first option.
-
-    `contexts[i]` is item i's context and `options[i]` its options, all scored in one batched pass.
-    """
-    if len(contexts) != len(options):
-        raise LangNeuronsError(f"{len(contexts)} contexts but {len(options)} option lists; pass one list per item")
-    if any(not opts for opts in options):
-        raise LangNeuronsError("an item has no options; give every item at least one option")
-    flat_ctx = [c for c, opts in zip(contexts, options) for _ in opts]
-    flat_opt = [o for opts in options for o in opts]
-    scores = option_logprobs(model, tokenizer, flat_ctx, flat_opt, batch_size=batch_size, normalize=normalize)
-    out, k = [], 0
-    for opts in options:
-        mine = scores[k : k + len(opts)]
-        out.append((max(range(len(mine)), key=lambda j: (mine[j], -j)), mine))
-        k += len(opts)
-    return out
