@@ -25,8 +25,22 @@ def parse_layers(text: str | None) -> tuple[int, int] | None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="gemma-3-270m", help="HF id, folder, .gguf, or the embedded 'gemma-3-270m'")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16 or auto")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
+    p.add_argument("--device", default=None,
+                   help="one device: cpu, cuda, cuda:N, mps (default: this process's GPU if CUDA is available, "
+                        "else cpu)")
+    p.add_argument("--device-map", default=None,
+                   help="spread the model over devices instead: auto, balanced, balanced_low_0, sequential (under "
+                        "torchrun: over this rank's share of the node's GPUs), or one device such as cuda:1")
+
+
+def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any]:
+    """The model (`name`, default --model) and tokenizer placed as --dtype, --device and --device-map say."""
+    from langneurons.models import load_model
+
+    return load_model(name or args.model, dtype=args.dtype, device=args.device,
+                      device_map=getattr(args, "device_map", None))
 
 
 def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) -> None:
@@ -60,7 +74,6 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
 
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, neuron set and statistics named by the options."""
-    from langneurons.models import load_model
     from langneurons.neurons import NeuronSet
     from langneurons.stats import ActivationStats
 
@@ -68,7 +81,7 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
     stats = ActivationStats.load(args.stats) if getattr(args, "stats", None) else None
     if need_stats and stats is None:
         raise LangNeuronsError("this command needs --stats (a statistics file from `collect`)")
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tok = load_model_from_args(args)
     if neurons is not None:
         neurons.check_model(model)
     return model, tok, neurons, stats

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors
 from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.distributed import all_reduce_sum, rank_world
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.models import model_id, model_placement, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.stats import KIND, ActivationStats, empty_stats
 
@@ -126,18 +126,6 @@ def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[
         yield batch
 
 
-def _shard() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(tensors: tuple[torch.Tensor, ...]) -> None:
-    if _shard()[1] > 1:
-        for t in tensors:
-            dist.all_reduce(t)
-
-
 def collect_stats(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -168,7 +156,7 @@ def collect_stats(
         raise LangNeuronsError("batch_size and checkpoint_every must be positive")
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
-    rank, world = _shard()
+    rank, world = rank_world()
     device = model.get_input_embeddings().weight.device
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix),
                 "track_sq": track_sq, "hidden": hidden}
@@ -176,7 +164,7 @@ def collect_stats(
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world},
+        "collection": {**settings, "batch_size": batch_size, "world_size": world, **model_placement(model)},
     }
     hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
     stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta, hidden_size)
@@ -224,7 +212,7 @@ def collect_stats(
 def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:
     """Move the recorder's sums (all-reduced over ranks) into row `k` of `stats`."""
     sums = {**rec.take(), "n_tokens": torch.tensor(n_local, dtype=torch.long)}
-    _all_reduce(tuple(sums.values()))
+    all_reduce_sum(list(sums.values()))
     rows = stats.tensors()
     for name, value in sums.items():
         rows[name][k] += value

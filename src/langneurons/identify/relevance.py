@@ -27,10 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.collect import _batches, _flush, _resume, _save, _shard
+from langneurons.collect import _batches, _flush, _resume, _save
 from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.distributed import rank_world
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.models import model_id, model_placement, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
@@ -270,9 +271,10 @@ class RelevanceRecorder:
                 check_head(model, input_ids[:1, :8])
             self._checked = True
         self.input_shape = tuple(input_ids.shape)  # type: ignore[assignment]
-        targets = input_ids[:, 1:].reshape(-1)
+        head = model.get_output_embeddings().weight.device  # of a model split over devices: the logits' device
+        targets = input_ids[:, 1:].reshape(-1).to(head)
         valid = targets != self.exclude_target if self.exclude_target is not None else torch.ones_like(targets).bool()
-        log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=input_ids.device)
+        log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=head)
         try:
             with torch.enable_grad():
                 hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
@@ -331,14 +333,14 @@ def collect_relevance(
         raise LangNeuronsError("batch_size and checkpoint_every must be positive")
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
-    rank, world = _shard()
+    rank, world = rank_world()
     device = model.get_input_embeddings().weight.device
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
     meta = {
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world,
+        "collection": {**settings, "batch_size": batch_size, "world_size": world, **model_placement(model),
                        "relevance": "gradient x input at the down projection's input, of the summed log-probability "
                                     "of the actual next tokens"},
     }
