@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.artifacts import read_json, write_json
+from langneurons.distributed import is_main
 from langneurons.errors import LangNeuronsError
 from langneurons.identify import lape
 from langneurons.neurons import NeuronSet
@@ -63,7 +64,9 @@ class Calibration:
         return config, chosen
 
     def save(self, path: str | Path) -> None:
-        """JSON: settings per target, candidate scores, and how they were measured."""
+        """JSON: settings per target, candidate scores, and how they were measured (under torchrun: rank 0)."""
+        if not is_main():
+            return
         write_json(path, {"kind": KIND, "settings": {t: asdict(s) for t, s in self.settings.items()},
                           "scores": self.scores, "meta": self.meta})
 

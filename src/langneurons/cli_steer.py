@@ -50,7 +50,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         rows.append({"prompt": prompt, "baseline": b, "baseline_language": lb.language, "steered": st,
                      "steered_language": ls.language, "steering": described})
         print(f"--- {prompt!r}\n  baseline [{lb.language or '-'}]: {b}\n  steered  [{ls.language or '-'}]: {st}")
-    if args.output:
+    from langneurons.distributed import is_main
+
+    if args.output and is_main():
         from langneurons.artifacts import atomic_path
 
         with atomic_path(args.output) as tmp:

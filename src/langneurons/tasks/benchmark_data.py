@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from langneurons.cli_common import parse_languages, parse_layers
+from langneurons.distributed import is_main, rounds
 from langneurons.errors import LangNeuronsError
 from langneurons.models import model_id
 from langneurons.neurons import NeuronSet
@@ -381,12 +382,17 @@ def run_benchmark(
     todo = [(x, y, [dict(it, index=i) for i, it in enumerate(items[x])
                     if {"language": x, "activated": y, "index": i} not in log])
             for x in languages for y in conditions]
+    chunks = [(x, y, pending[start : start + chunk_size]) for x, y, pending in todo
+              for start in range(0, len(pending), chunk_size)]
+
+    def run(job: tuple[str, str | None, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        x, y, chunk = job
+        with steering.context(model, neurons, stats, x, y):
+            return evaluate(x, chunk)
+
     bar = tqdm(total=sum(len(t[2]) for t in todo), desc=task, disable=not progress)
-    for x, y, pending in todo:
-        for start in range(0, len(pending), chunk_size):
-            chunk = pending[start : start + chunk_size]
-            with steering.context(model, neurons, stats, x, y):
-                rows = evaluate(x, chunk)
+    for done in rounds(chunks, run):  # under torchrun: chunks split over ranks; every rank logs every row
+        for (x, y, chunk), rows in done:
             label = None if y is None else steering.expression(x, y, neurons)
             log.add([{"language": x, "activated": y, "index": it["index"], "steering": label, **row}
                       for it, row in zip(chunk, rows)])
@@ -429,6 +435,8 @@ def _activated(neurons: NeuronSet | None, steering: SteerOptions, activate: Sequ
 
 
 def _save(result: BenchmarkResult, model: torch.nn.Module, out: Path) -> dict[str, Path]:
+    if not is_main():  # under torchrun rank 0 writes
+        return {}
     files = {"json": write_results(out / f"{result.task}.json", run_metadata(model, result.task, result.settings),
                                    result.summary()),
              "samples": out / f"{result.task}_samples.jsonl"}

@@ -24,6 +24,7 @@ import transformers
 import langneurons
 from langneurons.artifacts import write_atomic, write_json
 from langneurons.cli_common import add_generation_options, add_model_options, load_inputs, parse_languages
+from langneurons.distributed import is_main
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import generate, generation_settings
 from langneurons.lid import get_identifier
@@ -58,6 +59,8 @@ class FallbackResult:
         """Write fallback.json, fallback_samples.jsonl and fallback.png/.svg (atomically); returns the paths."""
         from langneurons.plots import fallback_bars
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         paths = {"summary": out / "fallback.json", "samples": out / "fallback_samples.jsonl"}
         write_json(paths["summary"], self.summary())

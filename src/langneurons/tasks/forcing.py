@@ -26,6 +26,7 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
+from langneurons.distributed import is_main
 from langneurons.errors import LangNeuronsError
 from langneurons.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.generation import generate, generation_settings
@@ -118,6 +119,8 @@ class ForcingResult:
         """`{name}.json` (settings + summary + cells), `{name}_samples.jsonl`, one heatmap per setting."""
         from langneurons.plots import heatmap
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         cells = {label: {f"{s}>{t}": c for (s, t), c in self.cells(label).items()} for label in self.settings["labels"]}

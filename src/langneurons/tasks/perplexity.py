@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from langneurons.cli_common import add_model_options, load_inputs, parse_languages
 from langneurons.corpus import Corpus, pack_windows
-from langneurons.distributed import rounds
+from langneurons.distributed import is_main, rounds
 from langneurons.errors import LangNeuronsError
 from langneurons.identify import random_like
 from langneurons.neurons import NeuronSet
@@ -224,6 +224,8 @@ class PerplexityResult:
         (PNG + SVG, one colour scale for all); returns the paths."""
         from langneurons.plots import heatmap
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         paths = {"summary": write_results(out / "perplexity.json", self.meta, self.summary()), "cells": out / CELLS}
         if self.log_path is None or self.log_path.resolve() != paths["cells"].resolve():

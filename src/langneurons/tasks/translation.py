@@ -40,6 +40,7 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
+from langneurons.distributed import is_main, rounds
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import generate, generation_settings
 from langneurons.identify import lape
@@ -377,7 +378,7 @@ def run_translation(
     meta = run_metadata(model, "translation", {**settings, "pairs": [f"{s}-{t}" for s, t in pairs], "n": n,
                                                 "generation": generation})
     files = {"summary": write_results(out / "translation.json", meta, summary), "samples": log.path}
-    if plot:
+    if plot and is_main():
         files.update(zip(("png", "svg"), _bars(summary, out / "translation.png")))
     return TranslationResult(summary, samples, files)
 
@@ -439,10 +440,17 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
         groups.setdefault((job[7], job[8]), []).append(job)
     chunks = [(key, rows[i : i + batch_size]) for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
               str(kv[0][0]))) for i in range(0, len(rows), batch_size)]
-    for (rate, limit), chunk in tqdm(chunks, desc="translate", disable=not progress):
-        texts = generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
-                         stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
-                         repetition_penalty=repetition_penalty)
+
+    def run(job: tuple[tuple[float | None, int], list[tuple]]) -> list[str]:
+        (rate, limit), chunk = job
+        return generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
+                        stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
+                        repetition_penalty=repetition_penalty)
+
+    bar = tqdm(total=len(chunks), desc="translate", disable=not progress)
+    # under torchrun: chunks split over ranks, every rank logs every row (rank 0 writes)
+    for (_, chunk), texts in (pair for done in rounds(chunks, run) for pair in done):
+        bar.update()
         found = lid.identify(texts)
         log.add([{
             **row, "source_lang": source, "target_lang": target, "steering": cfg.describe() if cfg else None,
@@ -450,6 +458,7 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
             "confidence": round(ident.confidence, 4), "in_target": bool(output) and ident.language == _iso(target),
             "in_source": bool(output) and ident.language == _iso(source), "max_new_tokens": budget,
         } for (row, source, target, text, reference, _, cfg, _, budget), output, ident in zip(chunk, texts, found)])
+    bar.close()
 
 
 def _iso(lang: str) -> str:
