@@ -14,7 +14,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from langneurons.distributed import rounds
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
-from langneurons.steering import BatchSteering, Steering, SteeringConfig
+from langneurons.steering import BatchSteering, Steering, SteeringConfig, SteeringTable
 
 
 def generation_settings(
@@ -102,6 +102,7 @@ def generate(
         raise ValueError("batch_size and max_batch_tokens must be positive")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
+    table = SteeringTable(model, list(compiled.values())) if compiled else None  # once per run, not per batch
     lengths = [len(ids) for ids in tokenizer(list(prompts)).input_ids] if prompts else []
     batches = token_batches(lengths, batch_size, max_batch_tokens, max_new_tokens)
     out: list[str] = [""] * len(prompts)
@@ -110,7 +111,7 @@ def generate(
     def run(rows: list[int]) -> list[str]:
         chunk = [prompts[i] for i in rows]
         configs = [steerings[i] for i in rows] if steerings is not None else None
-        return _generate_batch(model, tokenizer, chunk, configs, compiled, max_new_tokens, stop_strings,
+        return _generate_batch(model, tokenizer, chunk, configs, compiled, table, max_new_tokens, stop_strings,
                                repetition_penalty)
 
     try:
@@ -126,8 +127,8 @@ def generate(
 
 
 def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], configs: list | None,
-                    compiled: dict[str | None, Steering], max_new_tokens: int, stop_strings: Sequence[str],
-                    repetition_penalty: float) -> list[str]:
+                    compiled: dict[str | None, Steering], table: SteeringTable | None, max_new_tokens: int,
+                    stop_strings: Sequence[str], repetition_penalty: float) -> list[str]:
     """One left-padded batch; on out-of-memory, its two halves one after the other (down to single prompts)."""
     try:
         batch = tokenizer(chunk, return_tensors="pt", padding=True).to(model.get_input_embeddings().weight.device)
@@ -136,7 +137,7 @@ def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], co
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with ExitStack() as stack:
             if configs is not None and any(c is not None for c in configs):
-                stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs]).remove)
+                stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs], table).remove)
             ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                  stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
                                  repetition_penalty=repetition_penalty)
@@ -146,10 +147,10 @@ def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], co
             raise
     torch.cuda.empty_cache()
     half = len(chunk) // 2
-    return [*_generate_batch(model, tokenizer, chunk[:half], None if configs is None else configs[:half], compiled,
-                             max_new_tokens, stop_strings, repetition_penalty),
-            *_generate_batch(model, tokenizer, chunk[half:], None if configs is None else configs[half:], compiled,
-                             max_new_tokens, stop_strings, repetition_penalty)]
+    halves = [(chunk[:half], None if configs is None else configs[:half]),
+              (chunk[half:], None if configs is None else configs[half:])]
+    return [text for part, part_configs in halves for text in _generate_batch(
+        model, tokenizer, part, part_configs, compiled, table, max_new_tokens, stop_strings, repetition_penalty)]
 
 
 def _key(config: SteeringConfig | None) -> str | None:

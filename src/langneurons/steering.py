@@ -275,36 +275,95 @@ class Steering:
         return sum(int(((sc != 1) | (sh != 0)).sum()) for sc, sh in self.tables.values())
 
 
+class SteeringTable:
+    """Several compiled steerings stacked once, for batches that mix them: per edited layer a [1 + S, N] matrix of
+    scales and one of shifts (row 0 leaves a neuron as it is, row k + 1 is steering k), and per residual layer a
+    [1 + S, H] matrix of deltas. Each matrix is copied to a device and dtype once, when a batch first needs it
+    there, and then shared by every batch (`BatchSteering` picks rows by index)."""
+
+    def __init__(self, model: nn.Module, steerings: Sequence[Steering]):
+        self.steerings = list(dict.fromkeys(steerings))
+        self.row = {id(s): k + 1 for k, s in enumerate(self.steerings)}
+        n, h = find_sites(model).n_neurons, model.get_input_embeddings().weight.shape[1]
+        self.neurons: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for layer in sorted({layer for s in self.steerings for layer in s.tables}):
+            rows = [s.tables.get(layer, (torch.ones(n), torch.zeros(n))) for s in self.steerings]
+            self.neurons[layer] = (torch.stack([torch.ones(n), *(r[0] for r in rows)]),
+                                   torch.stack([torch.zeros(n), *(r[1] for r in rows)]))
+        self.residual = {layer: torch.stack([torch.zeros(h), *(s.residual.get(layer, torch.zeros(h))
+                                                              for s in self.steerings)])
+                         for layer in sorted({layer for s in self.steerings for layer in s.residual})}
+        self._placed: dict[tuple[str, int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def placed(self, kind: str, layer: int, part: int, like: torch.Tensor) -> torch.Tensor:
+        """Matrix `part` of `kind` ("neurons": 0 scale, 1 shift; "residual": 0) on `like`'s device and dtype."""
+        key = (kind, layer * 2 + part, like.device, like.dtype)
+        if key not in self._placed:
+            source = self.neurons[layer][part] if kind == "neurons" else self.residual[layer]
+            self._placed[key] = source.to(like.device, like.dtype)
+        return self._placed[key]
+
+
 class BatchSteering:
-    """Row i of every batch steered by `steerings[i]` (None: unsteered), all rows in the same two ops a layer."""
+    """Row i of a batch steered by `steerings[i]` (None: unsteered), all rows in the same ops a layer: the
+    rows of a `SteeringTable` (built here, or shared by every batch of a run) are picked per batch row."""
 
-    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None]):
-        sites = find_sites(model)
+    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None], table: SteeringTable | None = None):
         present = [s for s in steerings if s is not None]
-        layers = sorted({layer for s in present for layer in s.tables})
-        res_layers = sorted({layer for s in present for layer in s.residual})
-        n, h = sites.n_neurons, model.get_input_embeddings().weight.shape[1]
+        self.table = table if table is not None else SteeringTable(model, present)
+        rows = [0 if s is None else self.table.row[id(s)] for s in steerings]
+        prompt = [r if s is None or _on_prompt(s) else 0 for r, s in zip(rows, steerings)]
+        self._rows = {"gen": torch.tensor(rows), "prompt": torch.tensor(prompt)}
+        self._on: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._prompt_phase = False
+        sites = find_sites(model)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        try:
+            if any(not _on_prompt(s) for s in present):
+                self._handles.append(model.base_model.register_forward_pre_hook(self._phase, with_kwargs=True))
+            for layer in self.table.neurons:
+                self._handles.append(sites.acts[layer].register_forward_hook(self._neuron_hook(layer)))
+            for layer in self.table.residual:
+                self._handles.append(sites.layers[layer].register_forward_hook(self._residual_hook(layer)))
+        except BaseException:
+            self.remove()
+            raise
 
-        def stack(prompt: bool) -> tuple[dict, dict]:
-            tables, residual = {}, {}
-            for layer in layers:
-                rows = [s.tables.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None for s in steerings]
-                tables[layer] = (torch.stack([r[0] if r else torch.ones(n) for r in rows])[:, None],
-                                 torch.stack([r[1] if r else torch.zeros(n) for r in rows])[:, None])
-            for layer in res_layers:
-                rows = [s.residual.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None
-                        for s in steerings]
-                residual[layer] = torch.stack([r if r is not None else torch.zeros(h) for r in rows])[:, None]
-            return tables, residual
+    def _phase(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._prompt_phase = cached_tokens(args, kwargs) == 0
 
-        gen_tables, gen_residual = stack(prompt=False)
-        any_gen_only = any(not _on_prompt(s) for s in present)
-        prompt_tables, prompt_residual = stack(prompt=True) if any_gen_only else (gen_tables, gen_residual)
-        self._hooks = _Hooks(model, sites, gen_tables, gen_residual, prompt=True, prompt_tables=prompt_tables,
-                             prompt_residual=prompt_residual, track_phase=any_gen_only)
+    def _index(self, device: torch.device) -> torch.Tensor:
+        """This phase's table row of every batch row, on `device`."""
+        key = ("prompt" if self._prompt_phase else "gen", device)
+        if key not in self._on:
+            self._on[key] = self._rows[key[0]].to(device)
+        return self._on[key]
+
+    def _neuron_hook(self, layer: int):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            if output.dim() == 2:
+                raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
+            rows = self._index(output.device)
+            scale = self.table.placed("neurons", layer, 0, output).index_select(0, rows)[:, None]
+            shift = self.table.placed("neurons", layer, 1, output).index_select(0, rows)[:, None]
+            if output.requires_grad:  # keep autograd intact
+                return output * scale + shift
+            return output.mul_(scale).add_(shift)
+
+        return hook
+
+    def _residual_hook(self, layer: int):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+            h = output[0] if isinstance(output, tuple) else output
+            h = h + self.table.placed("residual", layer, 0, h).index_select(0, self._index(h.device))[:, None]
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return hook
 
     def remove(self) -> None:
-        self._hooks.remove()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
 
 def _on_prompt(s: Steering) -> bool:
@@ -324,22 +383,18 @@ def cached_tokens(args: tuple, kwargs: dict[str, Any]) -> int:
 
 
 class _Hooks:
-    """The registered hooks: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
+    """The registered hooks of one steering: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
 
-    Tables are used in the generation phase; in the prompt phase (no cached tokens yet) the prompt tables are
-    used, or nothing when `prompt` is False.
+    In the prompt phase (no cached tokens yet) they edit nothing when `prompt` is False.
     """
 
-    def __init__(self, model: nn.Module, sites: Any, tables: dict, residual: dict, prompt: bool = True,
-                 prompt_tables: dict | None = None, prompt_residual: dict | None = None, track_phase: bool = False):
+    def __init__(self, model: nn.Module, sites: Any, tables: dict, residual: dict, prompt: bool = True):
         self._prompt_phase = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
-        phase = {"gen": (tables, residual),
-                 "prompt": (prompt_tables if prompt_tables is not None else tables,
-                            prompt_residual if prompt_residual is not None else residual) if prompt else ({}, {})}
+        phase = {"gen": (tables, residual), "prompt": (tables, residual) if prompt else ({}, {})}
         try:
-            if track_phase or not prompt:
+            if not prompt:
                 self._handles.append(model.base_model.register_forward_pre_hook(self._phase, with_kwargs=True))
             for layer in tables:
                 self._handles.append(sites.acts[layer].register_forward_hook(self._neuron_hook(layer, phase)))
@@ -365,8 +420,6 @@ class _Hooks:
             if table is None:
                 return None
             scale, shift = (self._get((layer, f"{name}{i}"), t, output) for i, t in enumerate(table))
-            if scale.dim() == 3 and output.dim() == 2:
-                raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
             if output.requires_grad:  # keep autograd intact
                 return output * scale + shift
             return output.mul_(scale).add_(shift)
