@@ -323,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "validation documents; report held-out NLL before and after for every "
                                    "language of the neuron set.")
     add_model_options(t)
+    t.set_defaults(dtype="float32")  # training: float32 weights and optimizer steps unless --dtype says otherwise
     t.add_argument("--neurons", required=True, help="neuron set file (from `identify`)")
     t.add_argument("--language", required=True, help="the language whose neurons are trained, on its text")
     corpus_opts(t)

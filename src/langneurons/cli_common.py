@@ -66,6 +66,9 @@ def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) ->
 def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40) -> None:
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="also at most this many tokens per batch, prompt and new tokens counted (prompts are sorted "
+                        "by length; default: no limit)")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="greedy decoding with this repetition penalty (default 1.0: plain greedy)")
     p.add_argument("--identifier", default="fasttext", choices=["fasttext", "script"], help="language identifier")

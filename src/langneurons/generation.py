@@ -18,11 +18,13 @@ from langneurons.steering import BatchSteering, Steering, SteeringConfig, Steeri
 
 
 def generation_settings(
-    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float
+    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Every generation setting, as recorded in results."""
+    """Every generation setting, as recorded in results (the token budget only when there is one)."""
+    budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
-            "batch_size": batch_size, "padding": "left", "repetition_penalty": repetition_penalty}
+            "batch_size": batch_size, **budget, "padding": "left", "repetition_penalty": repetition_penalty}
 
 
 class StopOnStrings(StoppingCriteria):

@@ -314,6 +314,7 @@ def run_translation(
     names: Mapping[str, str] | None = None,
     max_new_tokens: int = 256,
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     identifier: str = "fasttext",
     fresh: bool = False,
@@ -370,7 +371,8 @@ def run_translation(
                     rate = plan[target].top_rate if cfg is not None else None
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
-    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty, progress)
+    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
+                   repetition_penalty, progress)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -432,8 +434,8 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
     return min(cap, 32 * math.ceil((2 * tokens + 16) / 32))
 
 
-def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty,
-                   progress) -> None:
+def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
+                   repetition_penalty, progress) -> None:
     """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
@@ -444,6 +446,7 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
     def run(job: tuple[tuple[float | None, int], list[tuple]]) -> list[str]:
         (rate, limit), chunk = job
         return generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
+                        max_batch_tokens=max_batch_tokens,
                         stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
                         repetition_penalty=repetition_penalty)
 
@@ -599,6 +602,7 @@ def main(args: argparse.Namespace) -> None:
         model, tok, neurons, stats, pairs, data=args.data, output_dir=args.output_dir, n=args.n or None,
         steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
         names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        max_batch_tokens=args.batch_tokens,
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
         plot=not args.no_plot, progress=not args.quiet,
     )
