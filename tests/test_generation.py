@@ -77,8 +77,8 @@ def test_steering_tables_are_built_and_placed_once_per_run(setup, monkeypatch):
         table_init(self, *args, **kwargs)
 
     def count_placed(self, kind, layer, part, like):
-        placed.append((kind, layer, part) if (kind, layer * 2 + part, like.device, like.dtype) not in self._placed
-                      else None)
+        dtype = None if kind == "neurons" and part == 0 else like.dtype
+        placed.append((kind, layer, part) if (kind, layer, part, like.device, dtype) not in self._placed else None)
         return table_placed(self, kind, layer, part, like)
 
     monkeypatch.setattr(steering.SteeringTable, "__init__", count_init)
@@ -89,3 +89,17 @@ def test_steering_tables_are_built_and_placed_once_per_run(setup, monkeypatch):
     copies = [p for p in placed if p is not None]
     assert built == [1]  # three batches, one table
     assert len(copies) == len(set(copies)) > 0  # each matrix copied to the device once
+
+
+def test_a_table_holds_only_the_edited_neurons(setup):
+    model, _, stats, neurons = setup
+    configs = [SteeringConfig({"de": 1.0}, {"en": 0.0}), SteeringConfig({"fr": 2.0}, method="scale")]
+    compiled = [steering.Steering(model, neurons, stats, c) for c in configs]
+    table = steering.SteeringTable(model, compiled)
+    for layer, (columns, scales, shifts) in table.neurons.items():
+        edited = (neurons.mask("de") | neurons.mask("en") | neurons.mask("fr"))[layer].nonzero()[:, 0]
+        assert torch.equal(columns, edited)  # the union of the languages' neurons, nothing else
+        for k, s in enumerate(compiled, 1):
+            scale, shift = s.tables.get(layer, (torch.ones(48), torch.zeros(48)))
+            assert torch.equal(scales[k], scale[columns]) and torch.equal(shifts[k], shift[columns])
+        assert torch.equal(scales[0], torch.ones(len(columns))) and torch.equal(shifts[0], torch.zeros(len(columns)))

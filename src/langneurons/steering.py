@@ -276,31 +276,36 @@ class Steering:
 
 
 class SteeringTable:
-    """Several compiled steerings stacked once, for batches that mix them: per edited layer a [1 + S, N] matrix of
-    scales and one of shifts (row 0 leaves a neuron as it is, row k + 1 is steering k), and per residual layer a
-    [1 + S, H] matrix of deltas. Each matrix is copied to a device and dtype once, when a batch first needs it
-    there, and then shared by every batch (`BatchSteering` picks rows by index)."""
+    """Several compiled steerings stacked once, for batches that mix them. Per edited layer: the neurons any of
+    them edits (`columns`, K of the layer's N) and a [1 + S, K] matrix of scales and one of shifts at those neurons
+    (row 0 leaves them as they are, row k + 1 is steering k), so a grid of hundreds of settings costs S x K, not
+    S x N; per residual layer a [1 + S, H] matrix of deltas. Each matrix is copied to a device and dtype once,
+    when a batch first needs it there, and shared by every batch (`BatchSteering` picks rows by index)."""
 
     def __init__(self, model: nn.Module, steerings: Sequence[Steering]):
         self.steerings = list(dict.fromkeys(steerings))
         self.row = {id(s): k + 1 for k, s in enumerate(self.steerings)}
         n, h = find_sites(model).n_neurons, model.get_input_embeddings().weight.shape[1]
-        self.neurons: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.neurons: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for layer in sorted({layer for s in self.steerings for layer in s.tables}):
-            rows = [s.tables.get(layer, (torch.ones(n), torch.zeros(n))) for s in self.steerings]
-            self.neurons[layer] = (torch.stack([torch.ones(n), *(r[0] for r in rows)]),
-                                   torch.stack([torch.zeros(n), *(r[1] for r in rows)]))
+            dense = [s.tables.get(layer, (torch.ones(n), torch.zeros(n))) for s in self.steerings]
+            edited = torch.stack([(scale != 1) | (shift != 0) for scale, shift in dense]).any(0)
+            columns = edited.nonzero()[:, 0]
+            self.neurons[layer] = (columns, torch.stack([torch.ones(len(columns)), *(d[0][columns] for d in dense)]),
+                                   torch.stack([torch.zeros(len(columns)), *(d[1][columns] for d in dense)]))
         self.residual = {layer: torch.stack([torch.zeros(h), *(s.residual.get(layer, torch.zeros(h))
                                                               for s in self.steerings)])
                          for layer in sorted({layer for s in self.steerings for layer in s.residual})}
-        self._placed: dict[tuple[str, int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._placed: dict[tuple[str, int, int, torch.device, torch.dtype | None], torch.Tensor] = {}
 
     def placed(self, kind: str, layer: int, part: int, like: torch.Tensor) -> torch.Tensor:
-        """Matrix `part` of `kind` ("neurons": 0 scale, 1 shift; "residual": 0) on `like`'s device and dtype."""
-        key = (kind, layer * 2 + part, like.device, like.dtype)
+        """Part `part` of `kind` ("neurons": 0 columns, 1 scales, 2 shifts; "residual": 0 deltas) on `like`'s device
+        (and, except the columns, in its dtype)."""
+        dtype = None if kind == "neurons" and part == 0 else like.dtype
+        key = (kind, layer, part, like.device, dtype)
         if key not in self._placed:
             source = self.neurons[layer][part] if kind == "neurons" else self.residual[layer]
-            self._placed[key] = source.to(like.device, like.dtype)
+            self._placed[key] = source.to(like.device, dtype)
         return self._placed[key]
 
 
@@ -344,11 +349,13 @@ class BatchSteering:
             if output.dim() == 2:
                 raise LangNeuronsError("per-row steering needs [batch, seq, ...] activations; this model flattens them")
             rows = self._index(output.device)
-            scale = self.table.placed("neurons", layer, 0, output).index_select(0, rows)[:, None]
-            shift = self.table.placed("neurons", layer, 1, output).index_select(0, rows)[:, None]
+            columns = self.table.placed("neurons", layer, 0, output)
+            scale = self.table.placed("neurons", layer, 1, output).index_select(0, rows)[:, None]
+            shift = self.table.placed("neurons", layer, 2, output).index_select(0, rows)[:, None]
+            edited = output.index_select(-1, columns) * scale + shift  # [batch, seq, K]: only the edited neurons
             if output.requires_grad:  # keep autograd intact
-                return output * scale + shift
-            return output.mul_(scale).add_(shift)
+                return output.index_copy(-1, columns, edited)
+            return output.index_copy_(-1, columns, edited)
 
         return hook
 
