@@ -13,28 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
-from langneurons.cli.options import add_model_options, build_corpus, parse_languages
+from langneurons.cli.options import add_model_options, build_corpus, load_model_from_args, parse_languages
 from langneurons.core.errors import LangNeuronsError
 
 
-def _init_distributed() -> None:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on GPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    import torch
-    import torch.distributed as dist
+def _join_ranks() -> None:
+    """Under torchrun: join the process group; ranks other than 0 print nothing (rank 0 reports and writes)."""
+    from langneurons.core.distributed import init, is_main
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _device(args: argparse.Namespace) -> str | None:
-    if args.device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return args.device
+    init()
+    if not is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -49,7 +38,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from langneurons.core.models import load_model
+    from langneurons.core.distributed import is_main
     from langneurons.stats.collect import collect_stats
 
     for name in ("max_tokens", "window", "batch_size"):
@@ -58,9 +47,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
             raise LangNeuronsError(f"{name} must be positive, got {value}")
     if args.relevance and (args.hidden or args.no_sq):
         raise LangNeuronsError("--hidden and --no-sq are options of activation statistics, not of --relevance")
-    _init_distributed()
     corpus = build_corpus(args)
-    model, tok = load_model(args.model, dtype=args.dtype, device=_device(args))
+    model, tok = load_model_from_args(args)
     start = time.perf_counter()
     if args.relevance:
         from langneurons.stats.relevance import collect_relevance
@@ -73,7 +61,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
             checkpoint=args.output, track_sq=not args.no_sq, hidden=args.hidden, progress=not args.quiet,
         )
     took = time.perf_counter() - start
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():
         print(format_table(stats.summary()))
         print(f"{int(stats.n_tokens.sum())} tokens in {took:.1f} s; wrote {args.output}")
 
@@ -238,13 +226,12 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     import tempfile
 
     from langneurons.core.artifacts import write_json
-    from langneurons.core.models import load_model
     from langneurons.tasks.finetune import apply_finetune
 
     out = Path(args.output)
     if out.exists():
         raise LangNeuronsError(f"{out} exists; remove it or choose another --output")
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tok = load_model_from_args(args)
     delta = apply_finetune(model, args.delta, check_id=not args.force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -336,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "validation documents; report held-out NLL before and after for every "
                                    "language of the neuron set.")
     add_model_options(t)
+    t.set_defaults(dtype="float32")  # training: float32 weights and optimizer steps unless --dtype says otherwise
     t.add_argument("--neurons", required=True, help="neuron set file (from `identify`)")
     t.add_argument("--language", required=True, help="the language whose neurons are trained, on its text")
     corpus_opts(t)
@@ -421,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _join_ranks()
         args.func(args)
     except LangNeuronsError as e:
         print(f"langneurons: error: {e}", file=sys.stderr)

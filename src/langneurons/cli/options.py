@@ -25,8 +25,22 @@ def parse_layers(text: str | None) -> tuple[int, int] | None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="gemma-3-270m", help="HF id, folder, .gguf, or the embedded 'gemma-3-270m'")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16 or auto")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
+    p.add_argument("--device", default=None,
+                   help="one device: cpu, cuda, cuda:N, mps (default: this process's GPU if CUDA is available, "
+                        "else cpu)")
+    p.add_argument("--device-map", default=None,
+                   help="spread the model over devices instead: auto, balanced, balanced_low_0, sequential (under "
+                        "torchrun: over this rank's share of the node's GPUs), or one device such as cuda:1")
+
+
+def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any]:
+    """The model (`name`, default --model) and tokenizer placed as --dtype, --device and --device-map say."""
+    from langneurons.core.models import load_model
+
+    return load_model(name or args.model, dtype=args.dtype, device=args.device,
+                      device_map=getattr(args, "device_map", None))
 
 
 def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) -> None:
@@ -52,6 +66,9 @@ def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) ->
 def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40) -> None:
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per batch (default 64)")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="also at most this many tokens per batch, prompt and new tokens counted (prompts are sorted "
+                        "by length; default: no limit)")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="greedy decoding with this repetition penalty (default 1.0: plain greedy)")
     p.add_argument("--identifier", default="fasttext", choices=["fasttext", "script"], help="language identifier")
@@ -60,7 +77,6 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
 
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, neuron set and statistics named by the options."""
-    from langneurons.core.models import load_model
     from langneurons.identify.neurons import NeuronSet
     from langneurons.stats.activation import ActivationStats
 
@@ -68,7 +84,7 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
     stats = ActivationStats.load(args.stats) if getattr(args, "stats", None) else None
     if need_stats and stats is None:
         raise LangNeuronsError("this command needs --stats (a statistics file from `collect`)")
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tok = load_model_from_args(args)
     if neurons is not None:
         neurons.check_model(model)
     return model, tok, neurons, stats

@@ -35,6 +35,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise LangNeuronsError("say how to steer with --steer, e.g. --steer '-en +fr'")
     model, tok, neurons, stats = load_inputs(args)
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "stop_strings": STOP_STRINGS,
+              "max_batch_tokens": args.batch_tokens,
               "repetition_penalty": args.repetition_penalty, "progress": not args.quiet}
     baseline = generate(model, tok, prompts, **common)
     with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
@@ -50,7 +51,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         rows.append({"prompt": prompt, "baseline": b, "baseline_language": lb.language, "steered": st,
                      "steered_language": ls.language, "steering": described})
         print(f"--- {prompt!r}\n  baseline [{lb.language or '-'}]: {b}\n  steered  [{ls.language or '-'}]: {st}")
-    if args.output:
+    from langneurons.core.distributed import is_main
+
+    if args.output and is_main():
         from langneurons.core.artifacts import atomic_path
 
         with atomic_path(args.output) as tmp:
@@ -64,7 +67,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages
     cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.batch_tokens,
                     repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet)
     cal.save(args.output)
     for target, setting in cal.settings.items():

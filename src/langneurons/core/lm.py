@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
 
 # Positions sent through the LM head at once: about 256 MB of float32 logits for a 262k-token vocabulary.
@@ -40,7 +41,7 @@ def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
     ([1, T]): a guard against a family that post-processes its logits in a way `head_logits` does not know."""
     hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
     ours = head_logits(model, hidden).float()
-    theirs = model(input_ids=input_ids, use_cache=False).logits.float()
+    theirs = model(input_ids=input_ids, use_cache=False).logits.float().to(ours.device)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3):
         raise LangNeuronsError(
             f"the LM head of this {model.config.model_type} model does not reproduce its logits from the decoder "
@@ -56,13 +57,15 @@ def nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
-    ids, mask = ids.to(device), mask.to(device)
     # Causal attention: a row's real positions never see the padding after them.
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
-    states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
-    chunk = max(1, HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    states = hidden[:, :-1][keep.to(hidden.device)]  # the last layer's device (a split model's last GPU)
+    head = model.get_output_embeddings().weight
+    targets = ids[:, 1:][keep].to(head.device)  # meet the logits where the LM head makes them
+    chunk = max(1, HEAD_ELEMENTS // head.shape[0])
+    total = torch.zeros((), dtype=torch.float64, device=head.device)
     for start in range(0, len(targets), chunk):
         logits = head_logits(model, states[start : start + chunk]).float()
         picked = logits.gather(-1, targets[start : start + chunk, None])[:, 0]
@@ -88,12 +91,15 @@ def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int
             first = next(r for r in rows if len(r) > 1)
             check_head(model, torch.as_tensor(first[:8], dtype=torch.long, device=device)[None])
             checked = True
+        batches = [batch for start in range(0, len(rows), batch_size)
+                   if (batch := [r for r in rows[start : start + batch_size] if len(r) > 1])]
         total, count = 0.0, 0
-        batches = range(0, len(rows), batch_size)
-        for start in tqdm(batches, desc=f"nll {lang}", unit="batch", disable=not progress, leave=False):
-            batch = [r for r in rows[start : start + batch_size] if len(r) > 1]
-            if batch:
-                s, n = nll_sum(model, batch, device)
+        bar = tqdm(total=len(batches), desc=f"nll {lang}", unit="batch", disable=not progress, leave=False)
+        # under torchrun the batches are split over ranks; sums are added in batch order, as in one process
+        for done in rounds(batches, lambda batch: nll_sum(model, batch, device)):
+            for _, (s, n) in done:
                 total, count = total + s, count + n
+            bar.update(len(done))
+        bar.close()
         out[lang] = total / count
     return out

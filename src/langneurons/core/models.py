@@ -60,6 +60,7 @@ _DTYPES: dict[str, torch.dtype | str] = {
     "float16": torch.float16, "fp16": torch.float16,
     "auto": "auto",
 }
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -75,14 +76,49 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
-    if dtype is None:
-        return torch.float32
+def resolve_dtype(dtype: torch.dtype | str | None, on_cuda: bool = False) -> torch.dtype:
+    """A torch dtype from a name; None or "auto": bfloat16 on a CUDA device that supports it, else float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
     if isinstance(dtype, str) and dtype.lower() in _DTYPES:
         return _DTYPES[dtype.lower()]
     raise LangNeuronsError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or a torch.dtype")
+
+
+def resolve_placement(device: str | torch.device | None, device_map: str | dict | None) -> str | dict | None:
+    """The `device_map` for from_pretrained (None: load on the CPU), checked before anything is loaded.
+
+    `device`: one device ("cpu", "cuda", "cuda:1", "mps"); None means this process's GPU under CUDA (`cuda:LOCAL_RANK`),
+    else the CPU. `device_map`: "auto", "balanced", "balanced_low_0", "sequential" (spread over the GPUs, or under
+    torchrun over this rank's share of them), one device, or an explicit {module name: device} dict.
+    """
+    from langneurons.core.distributed import default_device
+
+    if device is not None and device_map is not None:
+        raise LangNeuronsError("pass either device or device_map, not both")
+    target = device_map if device_map is not None else (device if device is not None else default_device())
+    if isinstance(target, dict) or target in DEVICE_MAP_STRATEGIES:
+        if target in DEVICE_MAP_STRATEGIES and not torch.cuda.is_available():
+            raise LangNeuronsError(f"device_map={target!r} spreads a model over GPUs and none is available; "
+                                   "drop --device-map (or use --device-map cpu)")
+        return target
+    try:
+        place = torch.device(target)
+    except (RuntimeError, TypeError):
+        raise LangNeuronsError(f"unknown device {target!r}; use cpu, cuda, cuda:N, mps or a device_map strategy "
+                               f"({', '.join(DEVICE_MAP_STRATEGIES)})") from None
+    if place.type == "cuda" and not torch.cuda.is_available():
+        raise LangNeuronsError(f"device {target!r} asked for, but CUDA is not available; use --device cpu")
+    return None if place.type == "cpu" else str(place)
+
+
+def model_placement(model: PreTrainedModel) -> dict[str, Any]:
+    """The dtype and devices of a loaded model, as recorded in artifact metadata."""
+    devices = getattr(model, "hf_device_map", None)
+    placed = sorted({str(d) for d in devices.values()}) if devices else [str(next(model.parameters()).device)]
+    return {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "devices": placed}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -285,15 +321,22 @@ def load_model(
     """Load a causal LM (in eval mode) and its tokenizer, and check that its neuron sites are known.
 
     `name_or_path`: an embedded alias ("gemma-3-270m"), a local HF folder, a `.gguf` file or a hub id.
-    `dtype`: None means float32; also "float32", "bfloat16", "float16", "auto" or a torch.dtype.
-    `device`: None means "cpu" (unless `device_map` places the model; the two exclude each other).
+    `dtype`: None or "auto" means bfloat16 on a CUDA GPU that supports it and float32 otherwise; also "float32",
+    "bfloat16", "float16" or a torch.dtype.
+    `device`: one device; None means this process's GPU when CUDA is available, else the CPU.
+    `device_map`: instead of `device`, "auto", "balanced", "balanced_low_0" or "sequential" to spread the model over
+    the GPUs (under torchrun: over this rank's equal share of the node's GPUs), or a {module: device} dict.
+    The weights are loaded straight onto their devices (never staged on the CPU first).
     `revision`: a branch, tag or commit of a hub model.
     """
-    if device is not None and device_map is not None:
-        raise LangNeuronsError("pass either device or device_map, not both")
-    kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
+    placement = resolve_placement(device, device_map)
+    on_cuda = placement is not None and (not isinstance(placement, str) or placement in DEVICE_MAP_STRATEGIES
+                                         or placement.startswith("cuda"))
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, on_cuda), "trust_remote_code": trust_remote_code}
+    if placement is not None:
+        kwargs["device_map"] = placement
+        if placement in DEVICE_MAP_STRATEGIES:
+            kwargs["max_memory"] = _rank_memory()
     name = str(name_or_path)
     path = Path(name).expanduser()
     embedded = isinstance(name_or_path, str) and name in EMBEDDED  # the alias wins over a same-named folder
@@ -319,16 +362,25 @@ def load_model(
         model, tokenizer = _load_hub(name, revision, kwargs)
         source_id = getattr(model.config, "_name_or_path", None) or name
         source_revision = _hub_commit(name, revision, model.config)
-    if device_map is None:
-        try:
-            model.to(torch.device(device or "cpu"))
-        except (RuntimeError, AssertionError) as e:
-            raise LangNeuronsError(f"cannot move the model to device {device!r}: {_one_line(e)}") from None
     model.eval()
     model.langneurons_id = source_id
     model.langneurons_revision = source_revision
     validate_sites(model, find_sites(model))
     return model, tokenizer
+
+
+def _rank_memory() -> dict[int, int] | None:
+    """Under torchrun, the free memory of this rank's GPUs only (so ranks spread their models over disjoint GPUs);
+    None (every GPU) in one process."""
+    from langneurons.core.distributed import rank_gpus
+
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= 1:
+        return None
+    gpus = rank_gpus()
+    if not gpus:
+        raise LangNeuronsError(f"{torch.cuda.device_count()} GPUs for {os.environ['LOCAL_WORLD_SIZE']} processes per "
+                               "node: start at most one process per GPU (torchrun --nproc-per-node)")
+    return {i: torch.cuda.mem_get_info(i)[0] for i in gpus}
 
 
 def model_id(model: PreTrainedModel) -> str:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from langneurons.core.artifacts import load_tensors
+from langneurons.core.distributed import all_reduce_sum, rank_world
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.models import model_id, model_revision
+from langneurons.core.models import model_id, model_placement, model_revision
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows, window_prefix
 from langneurons.stats.activation import ActivationStats, empty_stats
@@ -116,18 +116,6 @@ def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[
         yield batch
 
 
-def _shard() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(tensors: tuple[torch.Tensor, ...]) -> None:
-    if _shard()[1] > 1:
-        for t in tensors:
-            dist.all_reduce(t)
-
-
 class Recorder(Protocol):
     """What the collection loop drives: hooks open while in a `with` block, `run` records one batch of windows and
     returns how many tokens it counted, `take` hands over (and resets) the sums by field name."""
@@ -158,7 +146,8 @@ def collection_meta(model: torch.nn.Module, sites: NeuronSites, corpus: Corpus, 
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": _shard()[1], **notes},
+        "collection": {**settings, "batch_size": batch_size, "world_size": rank_world()[1], **model_placement(model),
+                       **notes},
     }
 
 
@@ -175,7 +164,7 @@ def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recor
     """
     window, max_tokens, split = settings["window"], settings["max_tokens"], settings["split"]
     skip = len(window_prefix(tokenizer))
-    rank, world = _shard()
+    rank, world = rank_world()
     device = model.get_input_embeddings().weight.device
     # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
     done, resume_lang, resume_windows = _resume(checkpoint, sums, settings) if checkpoint else ([], None, 0)
@@ -253,7 +242,7 @@ def collect_stats(
 def _flush(rec: Recorder, sums: LanguageSums, k: int, n_local: int) -> None:
     """Move the recorder's sums (all-reduced over ranks) into row `k` of `sums`."""
     taken = {**rec.take(), "n_tokens": torch.tensor(n_local, dtype=torch.long)}
-    _all_reduce(tuple(taken.values()))
+    all_reduce_sum(list(taken.values()))
     rows = sums.tensors()
     for name, value in taken.items():
         rows[name][k] += value

@@ -167,9 +167,10 @@ class RelevanceRecorder:
             with torch.no_grad():
                 check_head(model, input_ids[:1, :8])
             self._checked = True
-        targets = input_ids[:, 1:].reshape(-1)
+        head = model.get_output_embeddings().weight.device  # of a model split over devices: the logits' device
+        targets = input_ids[:, 1:].reshape(-1).to(head)
         valid = targets != self.exclude_target if self.exclude_target is not None else torch.ones_like(targets).bool()
-        log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=input_ids.device)
+        log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=head)
         try:
             with torch.enable_grad():
                 hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]

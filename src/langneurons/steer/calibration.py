@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.core.artifacts import read_json, write_json
+from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
@@ -51,7 +52,9 @@ class Calibration:
         return config, chosen
 
     def save(self, path: str | Path) -> None:
-        """JSON: settings per target, candidate scores, and how they were measured."""
+        """JSON: settings per target, candidate scores, and how they were measured (under torchrun: rank 0)."""
+        if not is_main():
+            return
         write_json(path, {"kind": KIND, "settings": {t: asdict(s) for t, s in self.settings.items()},
                           "scores": self.scores, "meta": self.meta})
 

@@ -11,30 +11,67 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from langneurons.core.distributed import rounds
 from langneurons.data.prompts import cut
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.steering import BatchSteering, Steering, SteeringConfig
+from langneurons.steer.steering import BatchSteering, Steering, SteeringConfig, SteeringTable
 
 
 def generation_settings(
-    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float
+    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Every generation setting, as recorded in results."""
+    """Every generation setting, as recorded in results (the token budget only when there is one)."""
+    budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
     return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
-            "batch_size": batch_size, "padding": "left", "repetition_penalty": repetition_penalty}
+            "batch_size": batch_size, **budget, "padding": "left", "repetition_penalty": repetition_penalty}
 
 
 class StopOnStrings(StoppingCriteria):
-    """Stop each sequence once its new text contains a stop string (cheap: no per-vocabulary tables)."""
+    """Stop each sequence once its new text contains a stop string.
+
+    Each step decodes only the newest tokens of each row (enough of them to hold the longest stop string, plus
+    the ones before that can merge with them), not the whole continuation, so a step costs the same at token 5
+    and token 500; a row that has stopped stays stopped.
+    """
 
     def __init__(self, tokenizer: Any, prompt_length: int, stop_strings: Sequence[str]):
         self.tokenizer, self.prompt_length, self.stop_strings = tokenizer, prompt_length, list(stop_strings)
+        # a token holds at least one byte, so the last len(stop in bytes) + 2 tokens hold any stop string that a new
+        # token completes (+2: tokens that decode together, e.g. a split multi-byte character)
+        self.tail = max((len(x.encode()) for x in self.stop_strings), default=1) + 2
+        self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        done = [any(s in t for s in self.stop_strings) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        new = input_ids[:, max(self.prompt_length, input_ids.shape[1] - self.tail) :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        found = torch.tensor([any(x in t for x in self.stop_strings) for t in texts], device=input_ids.device)
+        self.done = found if self.done is None or len(self.done) != len(found) else self.done | found
+        return self.done
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(error, oom | torch.cuda.OutOfMemoryError)
+
+
+def token_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None,
+                  new_tokens: int = 0) -> list[list[int]]:
+    """Indices of rows grouped into batches, longest first: at most `batch_size` rows, and (with
+    `max_batch_tokens`) at most that many padded tokens (rows x (longest row + `new_tokens`)) per batch; a row
+    longer than the budget gets a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        batch = batches[-1] if batches else None
+        if batch is not None and len(batch) < batch_size and (
+            max_batch_tokens is None or (len(batch) + 1) * (lengths[batch[0]] + new_tokens) <= max_batch_tokens
+        ):
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 @torch.inference_mode()
@@ -50,38 +87,73 @@ def generate(
     stats: ActivationStats | None = None,
     repetition_penalty: float = 1.0,
     progress: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
-    Prompts are left-padded into batches; with greedy decoding a prompt gets the same text batched or alone
-    (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with
-    different settings share a batch (each setting is compiled once; a batch applies all of them at once).
+    Prompts are sorted by length and left-padded into batches of at most `batch_size` prompts and (with
+    `max_batch_tokens`) at most that many tokens, prompt and new tokens counted; a batch that runs out of GPU
+    memory is split in halves and retried. With greedy decoding a prompt gets the same text batched or alone (up
+    to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with different
+    settings share a batch (each setting is compiled once; a batch applies all of them at once).
     `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
+    Under torchrun the batches are split over the ranks and every rank returns all texts.
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
+    if batch_size <= 0 or (max_batch_tokens is not None and max_batch_tokens <= 0):
+        raise ValueError("batch_size and max_batch_tokens must be positive")
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = model.get_input_embeddings().weight.device
     compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
-    out: list[str] = []
+    table = SteeringTable(model, list(compiled.values())) if compiled else None  # once per run, not per batch
+    lengths = [len(ids) for ids in tokenizer(list(prompts)).input_ids] if prompts else []
+    batches = token_batches(lengths, batch_size, max_batch_tokens, max_new_tokens)
+    out: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
+
+    def run(rows: list[int]) -> list[str]:
+        chunk = [prompts[i] for i in rows]
+        configs = [steerings[i] for i in rows] if steerings is not None else None
+        return _generate_batch(model, tokenizer, chunk, configs, compiled, table, max_new_tokens, stop_strings,
+                               repetition_penalty)
+
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-            chunk = list(prompts[start : start + batch_size])
-            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            length = batch["input_ids"].shape[1]
-            stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
-            with ExitStack() as stack:
-                if steerings is not None and any(c is not None for c in steerings[start : start + batch_size]):
-                    rows = [compiled.get(_key(c)) for c in steerings[start : start + batch_size]]
-                    stack.callback(BatchSteering(model, rows).remove)
-                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                     stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
-                                     repetition_penalty=repetition_penalty)
-            out += [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
+        for done in rounds(batches, run):
+            for rows, texts in done:
+                for i, text in zip(rows, texts):
+                    out[i] = text
+                bar.update(len(rows))
     finally:
         tokenizer.padding_side = side
+        bar.close()
     return out
+
+
+def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], configs: list | None,
+                    compiled: dict[str | None, Steering], table: SteeringTable | None, max_new_tokens: int,
+                    stop_strings: Sequence[str], repetition_penalty: float) -> list[str]:
+    """One left-padded batch; on out-of-memory, its two halves one after the other (down to single prompts)."""
+    try:
+        batch = tokenizer(chunk, return_tensors="pt", padding=True).to(model.get_input_embeddings().weight.device)
+        length = batch["input_ids"].shape[1]
+        stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        with ExitStack() as stack:
+            if configs is not None and any(c is not None for c in configs):
+                stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs], table).remove)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                 stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
+                                 repetition_penalty=repetition_penalty)
+        return [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
+    except Exception as e:
+        if not _is_oom(e) or len(chunk) == 1:
+            raise
+    torch.cuda.empty_cache()
+    half = len(chunk) // 2
+    halves = [(chunk[:half], None if configs is None else configs[:half]),
+              (chunk[half:], None if configs is None else configs[half:])]
+    return [text for part, part_configs in halves for text in _generate_batch(
+        model, tokenizer, part, part_configs, compiled, table, max_new_tokens, stop_strings, repetition_penalty)]
 
 
 def _key(config: SteeringConfig | None) -> str | None:

@@ -276,36 +276,90 @@ class Steering:
         return sum(int(((sc != 1) | (sh != 0)).sum()) for sc, sh in self.tables.values())
 
 
+class SteeringTable:
+    """Several compiled steerings stacked once, for batches that mix them. Per edited layer: the neurons any of
+    them edits (`columns`, K of the layer's N) and a [1 + S, K] matrix of scales and one of shifts at those neurons
+    (row 0 leaves them as they are, row k + 1 is steering k), so a grid of hundreds of settings costs S x K, not
+    S x N; per residual layer a [1 + S, H] matrix of deltas. Each matrix is copied to a device and dtype once,
+    when a batch first needs it there, and shared by every batch (`BatchSteering` picks rows by index)."""
+
+    def __init__(self, model: nn.Module, steerings: Sequence[Steering]):
+        self.steerings = list(dict.fromkeys(steerings))
+        self.row = {id(s): k + 1 for k, s in enumerate(self.steerings)}
+        n, h = find_sites(model).n_neurons, model.get_input_embeddings().weight.shape[1]
+        self.neurons: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for layer in sorted({layer for s in self.steerings for layer in s.tables}):
+            dense = [s.tables.get(layer, (torch.ones(n), torch.zeros(n))) for s in self.steerings]
+            edited = torch.stack([(scale != 1) | (shift != 0) for scale, shift in dense]).any(0)
+            columns = edited.nonzero()[:, 0]
+            self.neurons[layer] = (columns, torch.stack([torch.ones(len(columns)), *(d[0][columns] for d in dense)]),
+                                   torch.stack([torch.zeros(len(columns)), *(d[1][columns] for d in dense)]))
+        self.residual = {layer: torch.stack([torch.zeros(h), *(s.residual.get(layer, torch.zeros(h))
+                                                              for s in self.steerings)])
+                         for layer in sorted({layer for s in self.steerings for layer in s.residual})}
+        self._placed: dict[tuple[str, int, int, torch.device, torch.dtype | None], torch.Tensor] = {}
+
+    def placed(self, kind: str, layer: int, part: int, like: torch.Tensor) -> torch.Tensor:
+        """Part `part` of `kind` ("neurons": 0 columns, 1 scales, 2 shifts; "residual": 0 deltas) on `like`'s device
+        (and, except the columns, in its dtype)."""
+        dtype = None if kind == "neurons" and part == 0 else like.dtype
+        key = (kind, layer, part, like.device, dtype)
+        if key not in self._placed:
+            source = self.neurons[layer][part] if kind == "neurons" else self.residual[layer]
+            self._placed[key] = source.to(like.device, dtype)
+        return self._placed[key]
+
+
 class BatchSteering:
-    """Row i of every batch steered by `steerings[i]` (None: unsteered), all rows in the same two ops a layer."""
+    """Row i of a batch steered by `steerings[i]` (None: unsteered), all rows in the same ops a layer: the
+    rows of a `SteeringTable` (built here, or shared by every batch of a run) are picked per batch row."""
 
-    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None]):
-        sites = find_sites(model)
+    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None], table: SteeringTable | None = None):
         present = [s for s in steerings if s is not None]
-        layers = sorted({layer for s in present for layer in s.tables})
-        res_layers = sorted({layer for s in present for layer in s.residual})
-        n, h = sites.n_neurons, model.get_input_embeddings().weight.shape[1]
+        self.table = table if table is not None else SteeringTable(model, present)
+        rows = [0 if s is None else self.table.row[id(s)] for s in steerings]
+        prompt = [r if s is None or _on_prompt(s) else 0 for r, s in zip(rows, steerings)]
+        self._rows = {"gen": torch.tensor(rows), "prompt": torch.tensor(prompt)}
+        self._on: dict[tuple[str, torch.device], torch.Tensor] = {}
+        sites = find_sites(model)
+        self._hooks = Hooks(sites, phase=model if any(not _on_prompt(s) for s in present) else None)
+        try:
+            for layer in self.table.neurons:
+                self._hooks.edit(sites.acts[layer], self._neuron_hook(layer))
+            for layer in self.table.residual:
+                self._hooks.edit(sites.layers[layer], self._residual_hook(layer))
+        except BaseException:
+            self.remove()
+            raise
 
-        def stack(prompt: bool) -> tuple[dict, dict]:
-            tables, residual = {}, {}
-            for layer in layers:
-                rows = [s.tables.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None for s in steerings]
-                tables[layer] = (torch.stack([r[0] if r else torch.ones(n) for r in rows])[:, None],
-                                 torch.stack([r[1] if r else torch.zeros(n) for r in rows])[:, None])
-            for layer in res_layers:
-                rows = [s.residual.get(layer) if s is not None and (prompt <= _on_prompt(s)) else None
-                        for s in steerings]
-                residual[layer] = torch.stack([r if r is not None else torch.zeros(h) for r in rows])[:, None]
-            return tables, residual
+    def _index(self, device: torch.device) -> torch.Tensor:
+        """This phase's table row of every batch row, on `device`."""
+        key = ("prompt" if self._hooks.prompt_phase else "gen", device)
+        if key not in self._on:
+            self._on[key] = self._rows[key[0]].to(device)
+        return self._on[key]
 
-        gen_tables, gen_residual = stack(prompt=False)
-        any_gen_only = any(not _on_prompt(s) for s in present)
-        prompt_tables, prompt_residual = stack(prompt=True) if any_gen_only else (gen_tables, gen_residual)
-        self._hooks = _Hooks(model, sites, gen_tables, gen_residual, prompt=True, prompt_tables=prompt_tables,
-                             prompt_residual=prompt_residual, track_phase=any_gen_only)
+    def _neuron_hook(self, layer: int):
+        def hook(output: torch.Tensor) -> torch.Tensor:
+            rows = self._index(output.device)
+            columns = self.table.placed("neurons", layer, 0, output)
+            scale = self.table.placed("neurons", layer, 1, output).index_select(0, rows)[:, None]
+            shift = self.table.placed("neurons", layer, 2, output).index_select(0, rows)[:, None]
+            edited = output.index_select(-1, columns) * scale + shift  # [batch, seq, K]: only the edited neurons
+            if output.requires_grad:  # keep autograd intact
+                return output.index_copy(-1, columns, edited)
+            return output.index_copy_(-1, columns, edited)
+
+        return hook
+
+    def _residual_hook(self, layer: int):
+        def hook(h: torch.Tensor) -> torch.Tensor:
+            return h + self.table.placed("residual", layer, 0, h).index_select(0, self._index(h.device))[:, None]
+
+        return hook
 
     def remove(self) -> None:
-        self._hooks.remove()
+        self._hooks.close()
 
 
 def _on_prompt(s: Steering) -> bool:
@@ -313,19 +367,15 @@ def _on_prompt(s: Steering) -> bool:
 
 
 class _Hooks:
-    """The registered hooks: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
+    """The registered hooks of one steering: `a * scale + shift` at neuron sites, `h + delta` at layer outputs.
 
-    Tables are used in the generation phase; in the prompt phase (no cached tokens yet) the prompt tables are
-    used, or nothing when `prompt` is False.
+    In the prompt phase (no cached tokens yet) they edit nothing when `prompt` is False.
     """
 
-    def __init__(self, model: nn.Module, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True,
-                 prompt_tables: dict | None = None, prompt_residual: dict | None = None, track_phase: bool = False):
+    def __init__(self, model: nn.Module, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True):
         self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
-        phase = {"gen": (tables, residual),
-                 "prompt": (prompt_tables if prompt_tables is not None else tables,
-                            prompt_residual if prompt_residual is not None else residual) if prompt else ({}, {})}
-        self._hooks = Hooks(sites, phase=model if track_phase or not prompt else None)
+        phase = {"gen": (tables, residual), "prompt": (tables, residual) if prompt else ({}, {})}
+        self._hooks = Hooks(sites, phase=None if prompt else model)
         try:
             for layer in tables:
                 self._hooks.edit(sites.acts[layer], self._neuron_hook(layer, phase))

@@ -38,6 +38,7 @@ def calibrate(
     keep: int = 2,
     max_new_tokens: int = 40,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     identifier: str = "fasttext",
     progress: bool = True,
@@ -48,7 +49,8 @@ def calibrate(
     candidates = list(candidates or default_candidates(stats.n_layers))
     for target in targets:
         stats.index(target)
-    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "repetition_penalty": repetition_penalty,
+    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
+              "repetition_penalty": repetition_penalty,
               "identifier": identifier, "baseline": False, "skip_unavailable": True, "progress": progress}
     first = {lang: questions(lang, "dev")[:1] for lang in sources}
     plan = {c.label(): dict.fromkeys(targets, c) for c in candidates}

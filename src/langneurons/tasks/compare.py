@@ -209,8 +209,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons compare`."""
     from langneurons.cli.main import format_table
-    from langneurons.cli.options import build_corpus, parse_languages
-    from langneurons.core.models import load_model
+    from langneurons.cli.options import build_corpus, load_model_from_args, parse_languages
+    from langneurons.core.distributed import is_main
     from langneurons.data.corpus import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 
@@ -225,12 +225,13 @@ def main(args: argparse.Namespace) -> None:
     sets = matched_sets(reference, stats, relevance, args.seed, args.contrast, random=not args.no_random)
     out = Path(args.output_dir)
     for name, s in sets.items():
-        s.save(out / f"neurons_{name}.safetensors")
+        if is_main():
+            s.save(out / f"neurons_{name}.safetensors")
     args.languages = ",".join(languages)
     corpus = build_corpus(args)
     results = []
     for i, spec in enumerate([args.model, *args.transfer]):
-        model, tok = load_model(spec, dtype=args.dtype, device=args.device)
+        model, tok = load_model_from_args(args, spec)
         windows = heldout_windows(tok, corpus, languages, args.max_tokens, args.window)
         results.append(compare_methods(model, sets, windows, args.batch_size, out / f"cells_{i}.jsonl", args.fresh,
                                        progress=not args.quiet))
@@ -244,6 +245,8 @@ def main(args: argparse.Namespace) -> None:
                                         "made_on": s.meta.get("model", {}).get("id")} for name, s in sets.items()}}
             meta = run_metadata(model, "compare", settings)
         del model
+    if not is_main():
+        return
     path = write_results(out / "compare.json", meta, {"results": results})
     figures = selectivity_bars(results, out / "selectivity.png")
     for result in results:

@@ -23,6 +23,7 @@ import transformers
 
 from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
 from langneurons.core.artifacts import write_atomic, write_json
+from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.version import __version__
@@ -58,6 +59,8 @@ class FallbackResult:
         """Write fallback.json, fallback_samples.jsonl and fallback.png/.svg (atomically); returns the paths."""
         from langneurons.report.plots import fallback_bars
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         paths = {"summary": out / "fallback.json", "samples": out / "fallback_samples.jsonl"}
         write_json(paths["summary"], self.summary())
@@ -117,6 +120,7 @@ def run_fallback(
     value: float = 0.0,
     max_new_tokens: int = 40,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     identifier: str = "fasttext",
     repetition_penalty: float = 1.0,
     progress: bool = True,
@@ -138,6 +142,7 @@ def run_fallback(
     start = time.perf_counter()
     outputs = generate(
         model, tok, prompts * len(configs), max_new_tokens=max_new_tokens, batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         stop_strings=STOP_STRINGS, steerings=[c for c in configs for _ in prompts], neurons=neurons,
         repetition_penalty=repetition_penalty, progress=progress,
     )
@@ -155,7 +160,7 @@ def run_fallback(
     settings = {
         "language": language, "order": order, "value": value, "prompts": source, "n_prompts": n,
         "identifier": identifier, "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size,
-                                                                    repetition_penalty),
+                                                                    repetition_penalty, max_batch_tokens),
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "neurons": {"method": neurons.meta.get("method"), "settings": neurons.meta.get("settings", {}),
                     "counts": {lang: neurons.count(lang) for lang in neurons.languages}},
@@ -184,6 +189,7 @@ def main(args: argparse.Namespace) -> None:
         raise LangNeuronsError("fallback needs --neurons (a neuron set file from `identify`)")
     result = run_fallback(model, tok, neurons, args.language, order=parse_languages(args.order), value=args.value,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          max_batch_tokens=args.batch_tokens,
                           identifier=args.identifier, repetition_penalty=args.repetition_penalty,
                           progress=not args.quiet)
     files = result.save(args.output_dir)

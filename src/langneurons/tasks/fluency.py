@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from langneurons.core.distributed import rounds
+
 MIN_DISTINCT_BIGRAMS = 0.5  # below this share of distinct token bigrams an output counts as degenerate
 
 
@@ -34,8 +36,8 @@ def continuation_nll(
     """
     device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float | None] = []
-    for start in range(0, len(prompts), batch_size):
+
+    def score(start: int) -> list[float | None]:
         rows = []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
             c = tokenizer(" " + cont.strip(), add_special_tokens=False).input_ids if cont.strip() else []
@@ -50,10 +52,14 @@ def continuation_nll(
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                        logits_to_keep=keep).logits
+        scores: list[float | None] = []
         for i, (_, c) in enumerate(rows):
             if not c:
-                out.append(None)
+                scores.append(None)
                 continue
             logp = torch.log_softmax(logits[i, keep - len(c) - 1 : keep - 1].float(), -1)
-            out.append(float(-logp.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean()))
-    return out
+            scores.append(float(-logp.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean()))
+        return scores
+
+    # under torchrun the batches are split over ranks and every rank gets all scores
+    return [x for done in rounds(range(0, len(prompts), batch_size), score) for _, scores in done for x in scores]

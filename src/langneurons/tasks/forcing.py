@@ -26,6 +26,7 @@ from langneurons.cli.options import (
     parse_layers,
 )
 from langneurons.core.artifacts import atomic_path, write_json
+from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
@@ -87,6 +88,8 @@ class ForcingResult:
         """`{name}.json` (settings + summary + cells), `{name}_samples.jsonl`, one heatmap per setting."""
         from langneurons.report.plots import heatmap
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         cells = {label: {f"{s}>{t}": c for (s, t), c in self.cells(label).items()} for label in self.settings["labels"]}
@@ -132,6 +135,7 @@ def run_forcing(
     baseline: bool = True,
     max_new_tokens: int = 40,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     identifier: str = "fasttext",
     nll: bool = True,
@@ -173,7 +177,7 @@ def run_forcing(
     if baseline:
         jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
     outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                             repetition_penalty, progress)
+                             max_batch_tokens, repetition_penalty, progress)
     lid = get_identifier(identifier)
     texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
     found = lid.identify(texts)
@@ -199,7 +203,8 @@ def run_forcing(
         "plan": {label: {t: asdict(s) for t, s in per.items()} for label, per in plan.items()},
         "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
                                                  "settings": neurons.meta.get("settings")},
-        "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty),
+        "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty,
+                                          max_batch_tokens),
         "success_rule": "identified language == target and not empty; fluent: and distinct-bigram share >= 0.5",
     }
     return ForcingResult(settings, samples)
@@ -218,7 +223,7 @@ def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] 
 
 
 def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                   repetition_penalty, progress) -> dict[tuple[str, int, str, str], str]:
+                   max_batch_tokens, repetition_penalty, progress) -> dict[tuple[str, int, str, str], str]:
     """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question."""
     out: dict[tuple[str, int, str, str], str] = {}
     by_rate: dict[float | None, list[tuple[tuple[str, int, str, str], str, SteeringConfig | None]]] = {}
@@ -229,6 +234,7 @@ def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_n
             by_rate.setdefault(rate if config else None, []).append((key, qa_prompt(prompts_of[source][i]), config))
     for rate, rows in by_rate.items():
         texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         max_batch_tokens=max_batch_tokens,
                          stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
                          stats=stats, repetition_penalty=repetition_penalty, progress=progress)
         for (key, _, _), text in zip(rows, texts):
@@ -294,6 +300,7 @@ def main(args: argparse.Namespace) -> None:
     result = run_forcing(model, tok, neurons, stats, sources, targets, plan, split=args.split,
                          question_set=question_set, baseline=not args.no_baseline,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                         max_batch_tokens=args.batch_tokens,
                          repetition_penalty=args.repetition_penalty, identifier=args.identifier,
                          progress=not args.quiet)
     files = result.save(args.output_dir)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
 from langneurons.core.artifacts import write_atomic
+from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
 from langneurons.core.lm import head_logits
@@ -79,13 +80,13 @@ def _last_states(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tup
     seen: dict[int, torch.Tensor] = {}
 
     def keep(i: int):
-        return lambda h: seen.__setitem__(i, h[rows, last].clone())
+        return lambda h: seen.__setitem__(i, h[rows.to(h.device), last.to(h.device)].clone())  # split models
 
     with Hooks(sites) as hooks:
         for i, layer in enumerate(sites.layers):
             hooks.read(layer, keep(i))
         final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    return [seen[i] for i in range(sites.n_layers)], final[rows, last]
+    return [seen[i] for i in range(sites.n_layers)], final[rows.to(final.device), last.to(final.device)]
 
 
 @dataclass
@@ -110,6 +111,8 @@ class LogitLensResult:
         """Write logit_lens.json, logit_lens_samples.jsonl and logit_lens.png/.svg (atomically); returns paths."""
         from langneurons.report.plots import logit_lens_lines
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         paths = {"summary": write_results(out / "logit_lens.json", self.meta, self.summary()),
                  "samples": out / "logit_lens_samples.jsonl"}
@@ -125,8 +128,8 @@ def _lens(model: nn.Module, tok: Any, prompts: list[tuple[str, str]], top_k: int
     """For each (language, prompt): per layer {"entropy", "top": [(token id, probability)]}."""
     device = model.get_input_embeddings().weight.device
     norm = final_norm(model)
-    out: list[list[dict[str, Any]]] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=not progress):
+
+    def lens(start: int) -> list[list[dict[str, Any]]]:
         encoded = [tok(p).input_ids for _, p in prompts[start : start + batch_size]]
         width = max(len(e) for e in encoded)
         ids = torch.zeros(len(encoded), width, dtype=torch.long)
@@ -136,7 +139,8 @@ def _lens(model: nn.Module, tok: Any, prompts: list[tuple[str, str]], top_k: int
         states, final = _last_states(model, ids.to(device), mask.to(device))
         normed = [norm(h) for h in states]
         scale = float(final.float().abs().max())
-        if not torch.allclose(normed[-1].float(), final.float(), rtol=1e-3, atol=1e-3 * max(scale, 1.0)):
+        if not torch.allclose(normed[-1].float().to(final.device), final.float(), rtol=1e-3,
+                              atol=1e-3 * max(scale, 1.0)):
             raise LangNeuronsError(
                 f"the final norm found for this {model.config.model_type} model does not reproduce the decoder "
                 "body's output; the logit lens does not support this family yet (report it)"
@@ -149,7 +153,15 @@ def _lens(model: nn.Module, tok: Any, prompts: list[tuple[str, str]], top_k: int
             for i in range(len(encoded)):
                 rows[i].append({"entropy": float(entropy[i]),
                                 "top": list(zip(top.indices[i].tolist(), top.values[i].exp().tolist()))})
-        out += rows
+        return rows
+
+    out: list[list[dict[str, Any]]] = []
+    starts = range(0, len(prompts), batch_size)
+    bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=not progress)
+    for done in rounds(starts, lens):  # under torchrun: batches split over ranks, all rows on every rank
+        out += [row for _, rows in done for row in rows]
+        bar.update(len(done))
+    bar.close()
     return out
 
 

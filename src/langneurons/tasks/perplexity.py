@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from langneurons.cli.options import add_model_options, load_inputs, parse_languages
+from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.lm import mean_nll
 from langneurons.data.corpus import Corpus, heldout_windows
@@ -118,6 +119,8 @@ class PerplexityResult:
         (PNG + SVG, one colour scale for all); returns the paths."""
         from langneurons.report.plots import heatmap
 
+        if not is_main():  # under torchrun rank 0 writes
+            return {}
         out = Path(out_dir)
         paths = {"summary": write_results(out / "perplexity.json", self.meta, self.summary()), "cells": out / CELLS}
         if self.log_path is None or self.log_path.resolve() != paths["cells"].resolve():

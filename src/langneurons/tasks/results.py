@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.core.artifacts import read_json, write_json
+from langneurons.core.distributed import barrier, is_main
 from langneurons.core.errors import LangNeuronsError
 
 RESULTS_KIND = "results"
@@ -21,13 +22,13 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
     import torch
     import transformers
 
-    from langneurons.core.models import model_id, model_revision
+    from langneurons.core.models import model_id, model_placement, model_revision
     from langneurons.core.version import __version__
 
     return {
         "task": task,
         "settings": dict(settings),
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": {"id": model_id(model), "revision": model_revision(model), **model_placement(model)},
         "versions": {"langneurons": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -36,7 +37,8 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
 
 def write_results(path: str | Path, meta: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
     """Write `{"kind": "results", **meta, "summary": summary}` atomically; returns the path."""
-    write_json(path, {"kind": RESULTS_KIND, **meta, "summary": dict(summary)})
+    if is_main():
+        write_json(path, {"kind": RESULTS_KIND, **meta, "summary": dict(summary)})
     return Path(path)
 
 
@@ -66,16 +68,21 @@ class SampleLog:
         stamp = self.path.with_name(self.path.name + ".settings")
         digest = fingerprint(settings)
         self.rows: dict[Hashable, dict[str, Any]] = {}
-        if fresh or not self.path.exists():
-            self.path.write_text("", "utf-8")
-            stamp.write_text(digest + "\n", "utf-8")
+        start = fresh or not self.path.exists()
+        barrier()  # under torchrun every rank has checked the file before rank 0 changes it
+        if start:
+            if is_main():
+                self.path.write_text("", "utf-8")
+                stamp.write_text(digest + "\n", "utf-8")
+            barrier()
             return
         if not stamp.exists() or stamp.read_text("utf-8").strip() != digest:
             raise LangNeuronsError(f"{self.path} was written with other settings; use another output folder, "
                                    "or --fresh to start over")
         lines = self.path.read_text("utf-8").split("\n")
         complete = lines[:-1]  # the text after the last newline is empty or an interrupted row
-        if lines[-1]:
+        barrier()  # every rank has read the file
+        if lines[-1] and is_main():
             self.path.write_text("".join(line + "\n" for line in complete), "utf-8")
         for line in complete:
             row = json.loads(line)
@@ -101,7 +108,8 @@ class SampleLog:
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (and flush), replacing none: rows already present are skipped."""
         new = [r for r in rows if self.key(r) not in self.rows]
-        with self.path.open("a", encoding="utf-8") as f:
-            for r in new:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-                self.rows[self.key(r)] = r
+        for r in new:
+            self.rows[self.key(r)] = r
+        if is_main():  # under torchrun every rank holds the rows; rank 0 writes them
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
 
 NORMALIZATIONS = ("sum", "token", "char")
@@ -71,11 +72,16 @@ def option_logprobs(
             batches.append([])
         batches[-1].append(ctx)
     totals = [0.0] * len(rows)
-    for batch in batches if groups else []:
+
+    def score(batch: list[tuple[int, ...]]) -> list[float]:
         members = [i for ctx in batch for i in groups[ctx]]
         owner = torch.tensor([b for b, ctx in enumerate(batch) for _ in groups[ctx]])
-        for i, value in zip(members, _score_batch(model, tokenizer, batch, [rows[i][1] for i in members], owner)):
-            totals[i] = value
+        return _score_batch(model, tokenizer, batch, [rows[i][1] for i in members], owner)
+
+    for done in rounds(batches if groups else [], score):  # under torchrun: batches split over ranks
+        for batch, values in done:
+            for i, value in zip([i for ctx in batch for i in groups[ctx]], values):
+                totals[i] = value
     if normalize == "token":
         return [t / len(row[1]) for t, row in zip(totals, rows)]
     if normalize == "char":
@@ -97,13 +103,13 @@ def _score_batch(model: torch.nn.Module, tokenizer: Any, contexts: Sequence[Sequ
         mask[b, width - len(ctx) :] = 1
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                 position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device), use_cache=True, logits_to_keep=1)
-    first = _log_softmax(out.logits[:, -1])[owner.to(device)]  # [rows, vocab]: predicts each option's first token
+    first = _log_softmax(out.logits[:, -1])[owner.to(out.logits.device)]  # [rows, vocab]: each option's first token
     totals = [float(first[r, opt[0]]) for r, opt in enumerate(options)]
     rest = max(len(opt) for opt in options) - 1
     if rest == 0:
         return totals
     cache = out.past_key_values
-    cache.batch_select_indices(owner.to(device))
+    cache.batch_select_indices(owner)  # CPU indices select on every device a split model's cache sits on
     opt_ids = torch.full((len(options), rest), pad, dtype=torch.long)
     opt_mask = torch.zeros_like(opt_ids)
     for r, opt in enumerate(options):

@@ -40,6 +40,7 @@ from langneurons.cli.options import (
     parse_languages,
     parse_layers,
 )
+from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id
 from langneurons.identify import lape
@@ -312,6 +313,7 @@ def run_translation(
     names: Mapping[str, str] | None = None,
     max_new_tokens: int = 256,
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     identifier: str = "fasttext",
     fresh: bool = False,
@@ -368,7 +370,8 @@ def run_translation(
                     rate = plan[target].top_rate if cfg is not None else None
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
-    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty, progress)
+    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
+                   repetition_penalty, progress)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -376,7 +379,7 @@ def run_translation(
     meta = run_metadata(model, "translation", {**settings, "pairs": [f"{s}-{t}" for s, t in pairs], "n": n,
                                                 "generation": generation})
     files = {"summary": write_results(out / "translation.json", meta, summary), "samples": log.path}
-    if plot:
+    if plot and is_main():
         files.update(zip(("png", "svg"), _bars(summary, out / "translation.png")))
     return TranslationResult(summary, samples, files)
 
@@ -430,18 +433,26 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
     return min(cap, 32 * math.ceil((2 * tokens + 16) / 32))
 
 
-def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty,
-                   progress) -> None:
+def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
+                   repetition_penalty, progress) -> None:
     """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
         groups.setdefault((job[7], job[8]), []).append(job)
     chunks = [(key, rows[i : i + batch_size]) for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
               str(kv[0][0]))) for i in range(0, len(rows), batch_size)]
-    for (rate, limit), chunk in tqdm(chunks, desc="translate", disable=not progress):
-        texts = generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
-                         stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
-                         repetition_penalty=repetition_penalty)
+
+    def run(job: tuple[tuple[float | None, int], list[tuple]]) -> list[str]:
+        (rate, limit), chunk = job
+        return generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
+                        max_batch_tokens=max_batch_tokens,
+                        stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
+                        repetition_penalty=repetition_penalty)
+
+    bar = tqdm(total=len(chunks), desc="translate", disable=not progress)
+    # under torchrun: chunks split over ranks, every rank logs every row (rank 0 writes)
+    for (_, chunk), texts in (pair for done in rounds(chunks, run) for pair in done):
+        bar.update()
         found = lid.identify(texts)
         log.add([{
             **row, "source_lang": source, "target_lang": target, "steering": cfg.describe() if cfg else None,
@@ -449,6 +460,7 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
             "confidence": round(ident.confidence, 4), "in_target": bool(output) and ident.language == _iso(target),
             "in_source": bool(output) and ident.language == _iso(source), "max_new_tokens": budget,
         } for (row, source, target, text, reference, _, cfg, _, budget), output, ident in zip(chunk, texts, found)])
+    bar.close()
 
 
 def _iso(lang: str) -> str:
@@ -589,6 +601,7 @@ def main(args: argparse.Namespace) -> None:
         model, tok, neurons, stats, pairs, data=args.data, output_dir=args.output_dir, n=args.n or None,
         steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
         names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        max_batch_tokens=args.batch_tokens,
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
         plot=not args.no_plot, progress=not args.quiet,
     )
