@@ -15,10 +15,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from langneurons.artifacts import load_tensors
+from langneurons.artifacts import load_tensors, read_meta
+from langneurons.checks import check_window
 from langneurons.corpus import Corpus, pack_windows, window_prefix
-from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.errors import LangNeuronsError, warn
+from langneurons.provenance import model_meta
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.stats import KIND, ActivationStats, empty_stats
 
@@ -166,6 +167,7 @@ def collect_stats(
         raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
     if batch_size <= 0 or checkpoint_every <= 0:
         raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+    check_window(model, window)
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
     rank, world = _shard()
@@ -173,7 +175,7 @@ def collect_stats(
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix),
                 "track_sq": track_sq, "hidden": hidden}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": model_meta(model),
         "site": sites.describe(),
         "corpus": corpus.describe(),
         "collection": {**settings, "batch_size": batch_size, "world_size": world},
@@ -211,6 +213,8 @@ def collect_stats(
             _flush(rec, stats, k, n_local)
             if stats.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
+            if rank == 0:
+                warn_short(lang, int(stats.n_tokens[k]), max_tokens)
             done.append(lang)
             if checkpoint and rank == 0:
                 _save(stats, checkpoint, done, partial=None)
@@ -219,6 +223,18 @@ def collect_stats(
     if checkpoint and rank == 0:
         stats.save(checkpoint)
     return stats
+
+
+FEW_TOKENS = 1000  # below this, per-neuron firing rates of a language are noise
+
+
+def warn_short(language: str, n_tokens: int, max_tokens: int | None) -> None:
+    """Warn when a language's text ran out before its token budget, or is too short to estimate rates."""
+    if max_tokens is not None and n_tokens < max_tokens:
+        warn(f"'{language}': the text ran out at {n_tokens} of the {max_tokens} tokens asked for; "
+             "add text or lower the budget (--max-tokens)")
+    if n_tokens < FEW_TOKENS:
+        warn(f"'{language}': only {n_tokens} tokens, too few for reliable statistics; give at least {FEW_TOKENS}")
 
 
 def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:
@@ -244,14 +260,10 @@ def _resume(
     path = Path(path)
     if not path.exists():
         return [], None, 0
+    check_checkpoint(path, settings, stats.meta["corpus"], stats.meta["model"]["id"], kind)
     tensors, meta = load_tensors(path, kind)
-    if meta.get("model", {}).get("id") != stats.model_id or meta.get("site") != stats.meta["site"]:
+    if meta.get("site") != stats.meta["site"]:
         raise LangNeuronsError(f"{path}: a checkpoint of another model; remove it or choose another output path")
-    old = {k: meta.get("collection", {}).get(k) for k in settings}
-    if old != settings or _source(meta.get("corpus", {})) != _source(stats.meta["corpus"]):
-        raise LangNeuronsError(
-            f"{path}: a checkpoint made with other settings or text ({old}); remove it or use the same settings"
-        )
     state = meta.get("incomplete") or {"done": meta["languages"], "partial": None}
     partial = state["partial"]
     rows = stats.tensors()
@@ -262,6 +274,25 @@ def _resume(
                 tensor[dst] = tensors[name][src]
     done = [lang for lang in state["done"] if lang in stats.languages]
     return done, (partial[0] if partial else None), (int(partial[1]) if partial else 0)
+
+
+def check_checkpoint(path: str | Path, settings: dict[str, Any], corpus: dict[str, Any], model: str | None = None,
+                     kind: str = KIND) -> None:
+    """Fail unless the checkpoint at `path` (if any) can be resumed with these settings, corpus and model id (None:
+    not checked). Reads only the metadata, so it runs before the model is loaded."""
+    if not Path(path).exists():
+        return
+    meta = read_meta(path, kind)
+    if model is not None and meta.get("model", {}).get("id") != model:
+        raise LangNeuronsError(f"{path}: a checkpoint of another model ({meta.get('model', {}).get('id')}); "
+                               "remove it or choose another output path")
+    old = {k: meta.get("collection", {}).get(k) for k in settings}
+    if old != settings or _source(meta.get("corpus", {})) != _source(corpus):
+        changed = sorted(k for k in settings if old[k] != settings[k]) or ["corpus"]
+        raise LangNeuronsError(
+            f"{path}: a checkpoint made with other {', '.join(changed)} ({old}); rerun with the same settings, "
+            "or remove it or choose another output path to start over"
+        )
 
 
 def _source(corpus: dict[str, Any]) -> dict[str, Any]:

@@ -27,10 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.collect import _batches, _flush, _resume, _save, _shard
+from langneurons.checks import check_window
+from langneurons.collect import _batches, _flush, _resume, _save, _shard, warn_short
 from langneurons.corpus import Corpus, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.provenance import model_meta
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
@@ -329,13 +330,14 @@ def collect_relevance(
         raise LangNeuronsError(f"max_tokens must be positive, got {max_tokens}")
     if batch_size <= 0 or checkpoint_every <= 0:
         raise LangNeuronsError("batch_size and checkpoint_every must be positive")
+    check_window(model, window)
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
     rank, world = _shard()
     device = model.get_input_embeddings().weight.device
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": model_meta(model),
         "site": sites.describe(),
         "corpus": corpus.describe(),
         "collection": {**settings, "batch_size": batch_size, "world_size": world,
@@ -371,6 +373,8 @@ def collect_relevance(
             _flush(rec, stats, k, n_local)
             if stats.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
+            if rank == 0:
+                warn_short(lang, int(stats.n_tokens[k]), max_tokens)
             done.append(lang)
             if checkpoint and rank == 0:
                 _save(stats, checkpoint, done, partial=None)
