@@ -7,13 +7,14 @@ by successive halving: every candidate on one question per source language, then
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langneurons.artifacts import read_json, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, warn
 from langneurons.identify import lape
 from langneurons.neurons import NeuronSet
 from langneurons.prompts import questions
@@ -70,8 +71,16 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         data = read_json(path, KIND, missing="run `langneurons calibrate` first")
-        settings = {t: ForcingSetting.from_dict(s) for t, s in data["settings"].items()}
-        return cls(settings, data.get("scores", {}), data.get("meta", {}))
+        settings = data.get("settings")
+        if not isinstance(settings, dict) or not isinstance(data.get("scores", {}), dict) \
+                or not isinstance(data.get("meta", {}), dict):
+            raise LangNeuronsError(f"{path}: 'settings', 'scores' and 'meta' must be objects; re-run calibrate")
+        try:
+            chosen = {str(t): _setting(s) for t, s in settings.items()}
+        except (TypeError, ValueError) as e:
+            raise LangNeuronsError(f"{path}: a setting has a field of the wrong type ({e}); re-run calibrate") \
+                from None
+        return cls(chosen, data.get("scores", {}), data.get("meta", {}))
 
 
 def calibrate(
@@ -113,13 +122,40 @@ def calibrate(
     chosen, scores = {}, {}
     for t in targets:
         ranked = sorted(shortlist[t], key=lambda lab: _rank(stage2[lab]["per_target"].get(t)))
-        chosen[t] = plan[ranked[0]][t]
         scores[t] = [{"setting": lab, "stage1": stage1[lab]["per_target"].get(t),
                       "stage2": stage2[lab]["per_target"].get(t) if lab in stage2 else None} for lab in plan]
+        if not (stage2[ranked[0]]["per_target"].get(t) or {}).get("fluent_success"):
+            warn(f"calibration: no candidate steers the dev prompts into '{t}' (fluent success 0 for all); no "
+                 "setting is stored for it; try other candidates or more neurons")
+            continue
+        chosen[t] = plan[ranked[0]][t]
     meta = {"sources": sources, "targets": list(targets), "split": "dev", "keep": keep, **common,
             "statistics": {"model": stats.meta.get("model"), "languages": stats.languages,
                            "n_tokens": stats.meta.get("n_tokens")}}
     return Calibration(chosen, scores, meta)
+
+
+_FIELD_TYPES = {"method": (str,), "alpha": (int, float), "top_rate": (int, float, type(None)),
+                "deactivate_source": (bool,), "value": (int, float), "layers": (list, type(None)),
+                "generated_only": (bool,)}
+
+
+def _setting(data: Any) -> ForcingSetting:
+    """A ForcingSetting from its JSON form, every field of the right type."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{data!r} is not an object")
+    for name, value in data.items():
+        types = _FIELD_TYPES.get(name)
+        if types is None:
+            raise TypeError(f"unknown field {name!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise TypeError(f"{name}={value!r}")
+    if data.get("layers") is not None and (len(data["layers"]) != 2 or
+                                           not all(isinstance(x, int) for x in data["layers"])):
+        raise TypeError(f"layers={data['layers']!r}")
+    SteeringConfig.from_expression("+x", data.get("method", "add"))  # an unknown method fails here
+    return ForcingSetting.from_dict(data)
 
 
 def _rank(cell: dict[str, Any] | None) -> tuple[float, float, float]:

@@ -90,3 +90,13 @@ def check_window(model: Any, window: int | None, option: str = "window") -> None
     if window is not None and limit is not None and window > limit:
         raise LangNeuronsError(f"{option}={window} is longer than the model's {limit} positions; "
                                f"use a window of at most {limit}")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Fail clearly unless `folder` looks like a Hugging Face model folder (it has a config.json)."""
+    if (folder / "config.json").is_file():
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".pkl", ".pickle", ".bin", ".pt", ".pth"))
+    holds = f" (it holds {', '.join(pickles[:3])}: a pickle alone is not a model folder)" if pickles else ""
+    raise LangNeuronsError(f"{folder}: no config.json{holds}; pass a Hugging Face model folder (config.json and "
+                           "*.safetensors, e.g. from save_pretrained), a .gguf file or a hub id")

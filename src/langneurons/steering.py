@@ -7,6 +7,7 @@ the language has neurons. Hooks live for the duration of a `with steer(...)` blo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,6 +86,9 @@ class SteeringConfig:
             raise LangNeuronsError(f"unknown steering method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.deactivation not in DEACTIVATIONS:
             raise LangNeuronsError(f"unknown deactivation {self.deactivation!r}; use one of {', '.join(DEACTIVATIONS)}")
+        for lang, strength in [*self.activate.items(), *self.deactivate.items()]:
+            if not math.isfinite(strength):
+                raise LangNeuronsError(f"strength {strength} for '{lang}': give a finite number")
         if self.layers is not None:
             start, stop = self.layers
             if not 0 <= start < stop:

@@ -26,7 +26,7 @@ from langneurons.cli_common import (
     parse_languages,
     parse_layers,
 )
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, warn
 from langneurons.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.generation import generate, generation_settings
 from langneurons.identify import lape
@@ -183,6 +183,7 @@ def run_forcing(
     prompts_of = {lang: _questions(lang, split, question_set) for lang in sources}
     neuron_sets: dict[float | None, NeuronSet | None] = {None: neurons}
     jobs: list[tuple[str, str, str, int, SteeringConfig | None, float | None]] = []
+    unsourced: dict[str, dict[str, None]] = {}  # prompt language -> settings where -src deactivates nothing
     for label, per_target in plan.items():
         for target in targets:
             setting = per_target.get(target)
@@ -199,8 +200,13 @@ def run_forcing(
                 config = setting.config(source, target)
                 if chosen is not None and source in config.deactivate and _size(chosen, source) == 0:
                     config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
+                    unsourced.setdefault(source, {})[label] = None
                 for i in range(len(prompts_of[source])):
                     jobs.append((label, source, target, i, config, setting.top_rate))
+    for source, labels in unsourced.items():
+        warn(f"prompt language '{source}' has no neurons in {len(labels)} setting(s) ({', '.join(list(labels)[:3])}"
+             f"{', ...' if len(labels) > 3 else ''}), so -src deactivates nothing there; identify neurons for it "
+             "or use a larger top_rate")
     if baseline:
         jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
     outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
