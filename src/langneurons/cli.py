@@ -495,7 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input ends with exit code 2 and one line on stderr."""
     argv = quote_signed(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return int(e.code or 0)
     try:
         check_numbers(args)
         if args.command in ("evaluate", "compare") and getattr(args, "output_dir", None):

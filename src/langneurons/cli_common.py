@@ -29,11 +29,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
+def _negative_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.startswith("-")
+
+
 def quote_signed(argv: Sequence[str]) -> list[str]:
-    """`--steer -en` -> `--steer=-en`, so that a leading '-' is read as the value."""
+    """`--steer -en` -> `--steer=-en` and `--alpha -1e3` -> `--alpha=-1e3`, so that a leading '-' is read as the
+    value (argparse takes such values for options)."""
     out, args = [], list(argv)
     for i, arg in enumerate(args):
-        if i > 0 and args[i - 1] in SIGNED_OPTIONS and arg.startswith("-") and not arg.startswith("--"):
+        prev = args[i - 1] if i else ""
+        signed = prev in SIGNED_OPTIONS and arg.startswith("-") and not arg.startswith("--")
+        number = prev.startswith("--") and "=" not in prev and _negative_number(arg)
+        if signed or number:
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)
