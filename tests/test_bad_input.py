@@ -130,9 +130,9 @@ def test_resume_with_other_settings_is_refused_before_the_model_loads(root, tmp_
     capsys.readouterr()
     monkeypatch.setattr(langneurons.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     assert main([*collect_args(root, "--languages", "en", "--window", "8"), "-o", str(out)]) == 2
-    one_line_error(capsys, "checkpoint made with other window", "rerun with the same settings")
+    one_line_error(capsys, "checkpoint made with other settings (window", "rerun with the same settings")
     assert main([*collect_args(root, "--languages", "en", "--no-sq"), "-o", str(out)]) == 2
-    one_line_error(capsys, "other track_sq")
+    one_line_error(capsys, "other settings (track_sq")
 
 
 # --- nonsense that was silently accepted ----------------------------------------------------------------------
@@ -402,6 +402,29 @@ def test_help_and_usage_errors_import_neither_torch_nor_transformers(argv):
     assert done.returncode == (0 if argv[-1] in ("--help", "--list") else 2)
     if done.returncode == 2:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("name", ["s.safetensors", "n.safetensors"])
+def test_info_imports_neither_torch_nor_transformers(root, name):
+    done = run_cli("info", str(root / name))
+    assert done.returncode == 0 and "heavy: []" in done.stdout, done.stdout + done.stderr
+    assert "language" in done.stdout and ("distinct neurons" in done.stdout) == (name == "n.safetensors")
+
+
+def test_info_summary_matches_the_loaded_artifact(root, capsys):
+    from langneurons.cli import format_table
+
+    assert main(["info", str(root / "s.safetensors")]) == 0
+    assert format_table(ActivationStats.load(root / "s.safetensors").summary()) in capsys.readouterr().out
+    stats = ActivationStats.load(root / "s.safetensors")
+    p = stats.over_zero.double() / stats.n_tokens.double().view(-1, 1, 1)  # by hand: mean firing rate per language
+    assert [r["mean_p"] for r in stats.summary()] == [round(float(x), 4) for x in p.mean((1, 2))]
+    neurons = NeuronSet.load(root / "n.safetensors")
+    for row, lang in zip(neurons.summary(), neurons.languages):
+        per_layer = neurons.mask(lang).sum(-1).tolist()
+        assert row["neurons"] == sum(per_layer)
+        assert all(per_layer[i] >= per_layer[j] for i in row["top_layers"] for j in range(len(per_layer))
+                   if j not in row["top_layers"])
 
 
 def test_python_dash_m():

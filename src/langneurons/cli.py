@@ -164,31 +164,47 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from langneurons.artifacts import read_meta
-    from langneurons.neurons import NeuronSet
-    from langneurons.stats import ActivationStats
+    from langneurons.summaries import neuron_rows, relevance_rows, stats_rows
 
     meta = read_meta(args.file)
     if args.json:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return
-    model = meta.get("model", {})
-    shape = meta.get("shape", {})
-    print(f"{args.file}: {meta.get('kind')} of {model.get('id')} (revision {model.get('revision')}), "
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    shape = meta.get("shape") if isinstance(meta.get("shape"), dict) else {}
+    kind = meta.get("kind")
+    print(f"{args.file}: {kind} of {model.get('id')} (revision {model.get('revision')}), "
           f"{shape.get('layers')} layers x {shape.get('neurons')} neurons, langneurons {meta.get('library_version')}")
-    if meta.get("kind") == "stats":
-        if meta.get("incomplete"):
-            print(f"incomplete collection, done: {meta['incomplete']['done']}; rerun collect to resume")
-            return
-        print(format_table(ActivationStats.load(args.file).summary()))
-    elif meta.get("kind") == "relevance" and not meta.get("incomplete"):
-        from langneurons.identify.relevance import RelevanceStats
+    if meta.get("incomplete"):
+        print(f"incomplete collection, done: {meta['incomplete'].get('done')}; rerun collect to resume")
+        return
+    if kind not in ("stats", "relevance", "neurons"):
+        return
+    t = _numpy_tensors(args.file)
+    langs = meta.get("languages")
+    try:
+        if kind == "stats":
+            rows = stats_rows(langs, t["n_tokens"], t["over_zero"], t["sum"])
+        elif kind == "relevance":
+            rows = relevance_rows(langs, t["n_tokens"], t["log_prob"], t["relevance"], t["abs_relevance"])
+        else:
+            rows = neuron_rows(langs, t["masks"])
+            print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise LangNeuronsError(f"{args.file}: its tensors do not match its metadata ({e!r}); re-create it") from None
+    print(format_table(rows))
+    if kind == "neurons":
+        print(f"{int(t['masks'].any(0).sum())} distinct neurons")
 
-        print(format_table(RelevanceStats.load(args.file).summary()))
-    elif meta.get("kind") == "neurons":
-        neurons = NeuronSet.load(args.file)
-        print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
-        print(format_table(neurons.summary()))
-        print(f"{neurons.count()} distinct neurons")
+
+def _numpy_tensors(path: str) -> dict[str, Any]:
+    """The tensors of a safetensors file as numpy arrays (no torch needed)."""
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise LangNeuronsError(f"{path}: its tensors are damaged ({e}); re-create the file") from None
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
@@ -249,10 +265,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    from langneurons.artifacts import read_meta
     from langneurons.cli_common import load_inputs
     from langneurons.finetune import KIND, finetune
 
     check_output(args.output, [args.neurons], kind=KIND)
+    langs = read_meta(args.neurons, "neurons").get("languages", [])
+    if args.language not in langs:
+        raise LangNeuronsError(f"--language {args.language}: not in {args.neurons} (it has {', '.join(langs)}); "
+                               "choose one of those")
     model, tok, neurons, _ = load_inputs(args)
     langs = parse_languages(args.languages) or (neurons.languages if args.corpus == "udhr" else None)
     if langs:

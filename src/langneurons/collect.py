@@ -290,8 +290,8 @@ def check_checkpoint(path: str | Path, settings: dict[str, Any], corpus: dict[st
     if old != settings or _source(meta.get("corpus", {})) != _source(corpus):
         changed = sorted(k for k in settings if old[k] != settings[k]) or ["corpus"]
         raise LangNeuronsError(
-            f"{path}: a checkpoint made with other {', '.join(changed)} ({old}); rerun with the same settings, "
-            "or remove it or choose another output path to start over"
+            f"{path}: a checkpoint made with other settings ({', '.join(changed)}: {old}); rerun with the same "
+            "settings, or remove it or choose another output path to start over"
         )
 
 

@@ -176,16 +176,9 @@ class ActivationStats:
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per language: tokens, mean firing rate, mean activation."""
-        p, mu = self.activation_probability(), self.mean_activation()
-        return [
-            {
-                "language": lang,
-                "tokens": int(self.n_tokens[k]),
-                "mean_p": round(float(p[k].mean()), 4),
-                "mean_activation": round(float(mu[k].mean()), 4),
-            }
-            for k, lang in enumerate(self.languages)
-        ]
+        from langneurons.summaries import stats_rows
+
+        return stats_rows(self.languages, self.n_tokens, self.over_zero, self.sum)
 
 
 def empty_stats(

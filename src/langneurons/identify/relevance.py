@@ -169,12 +169,9 @@ class RelevanceStats:
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per language: tokens, mean next-token loss, and relevance per token summed over all neurons."""
-        nll, r, a = self.mean_nll(), self.mean_relevance(), self.mean_abs_relevance()
-        return [
-            {"language": lang, "tokens": int(self.n_tokens[k]), "nll": round(float(nll[k]), 4),
-             "relevance": round(float(r[k].sum()), 4), "abs_relevance": round(float(a[k].sum()), 4)}
-            for k, lang in enumerate(self.languages)
-        ]
+        from langneurons.summaries import relevance_rows
+
+        return relevance_rows(self.languages, self.n_tokens, self.log_prob, self.relevance, self.abs_relevance)
 
 
 def empty_relevance(languages: list[str], n_layers: int, n_neurons: int, meta: dict[str, Any]) -> RelevanceStats:
