@@ -1,8 +1,9 @@
-"""Start-up cost of the command line: CPU time of `langneurons --help` and friends, each in a fresh process.
+"""Start-up cost of the command line: CPU time of `langneurons --help` and friends, each in a fresh process
+(`python -m langneurons ...`).
 
 Prints, per command, the median over repeats of the child's user + system CPU time (resource.getrusage of the
-children) and its wall time, and whether torch or transformers were imported (target: under 0.5 s of CPU for
-`langneurons --help`, and neither library imported).
+children) and its wall time, and whether torch or transformers were imported (`python -X importtime`).
+Target: under 0.5 s of CPU for `langneurons --help`, and neither library imported.
 
 Run: python benchmarks/startup.py [--repeats 5]
 """
@@ -19,23 +20,24 @@ import time
 
 COMMANDS = [["--help"], ["collect", "--help"], ["identify", "--help"], ["generate", "--help"],
             ["evaluate", "--help"], ["collect", "--window", "0"]]
-# runs the CLI as the console script does, then reports which heavy libraries were imported
-CHILD = ("import sys\nfrom langneurons.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
-         "except SystemExit as e:\n    code = e.code\n"
-         "print('@@' + ','.join(m for m in ('torch', 'transformers') if m in sys.modules), file=sys.stderr)\n"
-         "sys.exit(code)")
 
 
-def measure(argv: list[str]) -> tuple[float, float, str]:
-    """(CPU seconds, wall seconds, heavy modules imported) of one fresh `langneurons ARGV`."""
+def heavy_imports(argv: list[str]) -> str:
+    """Which of torch and transformers `python -m langneurons ARGV` imports (from `-X importtime`)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "langneurons", *argv], capture_output=True,
+                          text=True)
+    found = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return ",".join(m for m in ("torch", "transformers") if m in found) or "-"
+
+
+def measure(argv: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one fresh `python -m langneurons ARGV`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "langneurons", *argv], capture_output=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    heavy = done.stderr.rpartition("@@")[2].strip() or "-"
-    return cpu, wall, heavy
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
 def main() -> None:
@@ -48,7 +50,7 @@ def main() -> None:
         runs = [measure(argv) for _ in range(args.repeats)]
         rows.append({"command": "langneurons " + " ".join(argv),
                      "cpu_s": round(statistics.median(r[0] for r in runs), 3),
-                     "wall_s": round(statistics.median(r[1] for r in runs), 3), "imported": runs[-1][2]})
+                     "wall_s": round(statistics.median(r[1] for r in runs), 3), "imported": heavy_imports(argv)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -384,21 +384,22 @@ def test_documented_api_at_the_package_root():
         ln.no_such_name  # noqa: B018
 
 
-def run_cli(*argv: str, module: bool = False) -> subprocess.CompletedProcess:
-    code = ("import sys\nfrom langneurons.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
-            "except SystemExit as e:\n    rc = e.code\n"
-            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\nsys.exit(rc)")
-    cmd = [sys.executable, "-m", "langneurons", *argv] if module else [sys.executable, "-c", code, *argv]
+def run_cli(*argv: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`python -m langneurons ARGV` in a fresh process, and which of torch and transformers it imported."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "langneurons", *argv], capture_output=True,
+                          text=True, env=env, timeout=300)
+    found = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    done.stderr = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("import time:"))
+    return done, found & {"torch", "transformers"}
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["generate", "--help"], ["evaluate", "--help"],
                                   ["evaluate", "--list"], ["identify", "x.safetensors", "--top-rate", "nan"],
                                   ["collect", "--window", "0"], ["nonsense"]])
 def test_help_and_usage_errors_import_neither_torch_nor_transformers(argv):
-    done = run_cli(*argv)
-    assert "heavy: []" in done.stdout, done.stdout + done.stderr
+    done, heavy = run_cli(*argv)
+    assert heavy == set(), heavy
     assert done.returncode == (0 if argv[-1] in ("--help", "--list") else 2)
     if done.returncode == 2:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -406,8 +407,8 @@ def test_help_and_usage_errors_import_neither_torch_nor_transformers(argv):
 
 @pytest.mark.parametrize("name", ["s.safetensors", "n.safetensors"])
 def test_info_imports_neither_torch_nor_transformers(root, name):
-    done = run_cli("info", str(root / name))
-    assert done.returncode == 0 and "heavy: []" in done.stdout, done.stdout + done.stderr
+    done, heavy = run_cli("info", str(root / name))
+    assert done.returncode == 0 and heavy == set(), done.stdout + done.stderr
     assert "language" in done.stdout and ("distinct neurons" in done.stdout) == (name == "n.safetensors")
 
 
@@ -428,5 +429,7 @@ def test_info_summary_matches_the_loaded_artifact(root, capsys):
 
 
 def test_python_dash_m():
-    done = run_cli("--help", module=True)
+    done, _ = run_cli("--help")
     assert done.returncode == 0 and "collect" in done.stdout and "compare" in done.stdout
+    done, _ = run_cli("compare", "--help")  # a command that needs its module builds its options
+    assert done.returncode == 0 and "--transfer" in done.stdout

@@ -210,6 +210,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.cli import format_table
     from langneurons.cli_common import build_corpus, parse_languages
     from langneurons.models import load_model
+    from langneurons.provenance import check_same_model, model_meta
     from langneurons.tasks.perplexity import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 
@@ -230,6 +231,9 @@ def main(args: argparse.Namespace) -> None:
     results = []
     for i, spec in enumerate([args.model, *args.transfer]):
         model, tok = load_model(spec, dtype=args.dtype, device=args.device)
+        if i == 0:  # the --transfer models are deliberate transfers
+            check_same_model(reference.meta.get("model"), model_meta(model), f"neuron set {args.neurons}",
+                             args.allow_other_model)
         windows = heldout_windows(tok, corpus, languages, args.max_tokens, args.window)
         results.append(compare_methods(model, sets, windows, args.batch_size, out / f"cells_{i}.jsonl", args.fresh,
                                        progress=not args.quiet))
