@@ -192,6 +192,10 @@ def test_model_comparison_uses_id_type_and_fingerprint():
         with pytest.raises(LangNeuronsError, match=f"another model \\({field} "):
             check_same_model(recorded, current, "neuron set n")
         check_same_model(recorded, current, "neuron set n", allow_other=True)
+    # a model built in memory has no id ("unnamed-llama"): the type and fingerprint are still compared
+    check_same_model({**made, "id": "unnamed-llama"}, made, "x")
+    with pytest.raises(LangNeuronsError, match="config_sha256"):
+        check_same_model({**made, "id": "unnamed-llama"}, {**made, "config_sha256": "bbbb"}, "x")
 
 
 def test_collected_statistics_record_the_model_fingerprint(root):

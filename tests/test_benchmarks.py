@@ -401,9 +401,8 @@ def test_cli_smoke(cli_files, capsys):
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("belebele", "xnli", "xquad"))
     for task in ("belebele", "xnli", "xquad"):
-        with pytest.raises(SystemExit) as e:
-            main(["evaluate", task, "--help"])
-        assert e.value.code == 0 and "--template" in capsys.readouterr().out
+        assert main(["evaluate", task, "--help"]) == 0
+        assert "--template" in capsys.readouterr().out
     assert main(["evaluate", "xnli", *common, "--languages", "xx", "--quiet", "--output-dir", str(root / "e")]) != 0
 
 

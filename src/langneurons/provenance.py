@@ -17,6 +17,7 @@ _VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_
              "_attn_implementation_autoset", "_attn_implementation_internal", "use_cache", "return_dict",
              "output_hidden_states", "output_attentions", "torchscript", "quantization_config", "architectures"}
 COMPARED = ("id", "type", "config_sha256", "revision")  # and any other field both sides record
+UNNAMED = "unnamed-"  # the id prefix `models.model_id` gives a model built in memory
 
 
 def _stable(value: Any) -> Any:
@@ -52,6 +53,8 @@ def check_same_model(recorded: Any, current: dict[str, Any], what: str, allow_ot
     if allow_other or not isinstance(recorded, dict):
         return
     keys = [*COMPARED, *sorted(set(recorded) & set(current) - set(COMPARED))]
+    if any(str(side.get("id")).startswith(UNNAMED) for side in (recorded, current)):
+        keys.remove("id")  # a model built in memory has no id to compare; its type and fingerprint still count
     differ = [k for k in keys if recorded.get(k) is not None and current.get(k) is not None
               and recorded[k] != current[k]]
     if differ:
