@@ -32,8 +32,8 @@ import langneurons as ln
 from langneurons.core.models import resolve_dtype
 from langneurons.data.corpus import pack_windows, window_prefix
 from langneurons.data.prompts import qa_prompt, questions
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import ForcingSetting, SteeringConfig
+from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.generation import generate
 from langneurons.tasks.forcing import run_forcing
 
 IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}

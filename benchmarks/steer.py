@@ -21,8 +21,8 @@ import torch
 
 import langneurons as ln
 from langneurons.data.prompts import qa_prompt, questions
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import SteeringConfig
+from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.generation import generate
 
 STATS_LANGS = ["en", "de", "fr", "ru", "zh"]
 PROMPT_LANGS = ["en", "de", "ru", "zh"]

@@ -67,7 +67,8 @@ def test_frequency_method(workdir, tmp_path):
         (["identify", "missing.safetensors"], "no such file"),
         (["collect", "--model", "no/such/dir/", "--corpus", "{texts}"], "no such model"),
         (["collect", "--model", "{model}", "--corpus", "{texts}", "--languages", "en,xx"], "unknown language"),
-        (["collect", "--model", "{model}", "--corpus", "{texts}", "--max-tokens", "0"], "max_tokens must be positive"),
+        (["collect", "--model", "{model}", "--corpus", "{texts}", "--max-tokens", "0"],
+         "--max-tokens: 0 is out of range"),
         (["collect", "--model", "{model}", "--corpus", "{empty}"], "no <lang>.txt or <lang>.jsonl files"),
     ],
 )

@@ -13,7 +13,7 @@ from langneurons.cli.main import main
 from langneurons.core.sites import find_sites
 from langneurons.data.corpus import heldout_windows
 from langneurons.identify import collect_relevance
-from langneurons.steer.steering import steer
+from langneurons.steering.edits import steer
 from langneurons.tasks.compare import compare_methods, matched_sets, selectivity_bars, selectivity_table
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}

@@ -11,8 +11,8 @@ from virtual_devices import cuda_split, simulated_split
 import langneurons as ln
 from langneurons.core.lm import mean_nll
 from langneurons.stats.relevance import collect_relevance
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import SteeringConfig
+from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.generation import generate
 from langneurons.tasks.fluency import continuation_nll
 from langneurons.tasks.logit_lens import run_logit_lens
 from langneurons.tasks.scoring import option_logprobs

@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM
 import langneurons as ln
 from langneurons.core.errors import LangNeuronsError
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.export import export_steering, lm_eval_steer_vectors
-from langneurons.steer.steering import build_steering
+from langneurons.steering.edits import build_steering
+from langneurons.steering.export import export_steering, lm_eval_steer_vectors
 from langneurons.tasks.harness import lm_eval_model
 
 LANGS = ["en", "de", "fr"]
@@ -81,11 +81,11 @@ def test_cli_export(saved, tmp_path, capsys):
     root, _, neurons, stats = saved
     neurons.save(tmp_path / "n.safetensors")
     stats.save(tmp_path / "s.safetensors")
-    with pytest.warns(UserWarning, match="drops deactivation"):
-        assert main(["export", "--format", "lm-eval-steer", "--model", str(root / "model"), "--neurons",
+    assert main(["export", "--format", "lm-eval-steer", "--model", str(root / "model"), "--neurons",
                      str(tmp_path / "n.safetensors"), "--stats", str(tmp_path / "s.safetensors"),
-                     "--steer", "-en +de", "-o", str(tmp_path / "de.pt")]) == 0
-    out = capsys.readouterr().out
+                 "--steer", "-en +de", "-o", str(tmp_path / "de.pt")]) == 0
+    out, err = capsys.readouterr()
+    assert "langneurons: warning: lm-eval-steer export drops deactivation" in err
     assert "dropped: deactivation of en (set)" in out and (tmp_path / "de.pt").exists()
     assert main(["export", "--model", str(root / "model"), "-o", str(tmp_path / "x.pt")]) == 2
     assert "--steer '+de' or --setting FILE" in capsys.readouterr().err

@@ -8,8 +8,8 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import steer
+from langneurons.steering.edits import steer
+from langneurons.steering.generation import generate
 from langneurons.tasks.fallback import FallbackResult, distribution, run_fallback, step_label
 
 LANGS = ["en", "de", "fr", "ru"]

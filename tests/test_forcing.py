@@ -8,8 +8,8 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import ForcingSetting, steer
+from langneurons.steering.edits import ForcingSetting, steer
+from langneurons.steering.generation import generate
 from langneurons.tasks.forcing import run_forcing
 
 LANGS = ["en", "de", "ru"]

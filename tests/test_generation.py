@@ -8,9 +8,9 @@ import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.steer import steering
-from langneurons.steer.generation import StopOnStrings, generate, token_batches
-from langneurons.steer.steering import SteeringConfig
+from langneurons.steering import edits as steering
+from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.generation import StopOnStrings, generate, token_batches
 
 PROMPTS = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort?\nA:",
            "Q: Der Hund schläft?\nA:"]

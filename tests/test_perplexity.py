@@ -15,7 +15,7 @@ from langneurons.core.sites import find_sites
 from langneurons.data.corpus import from_texts
 from langneurons.identify import random_like
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steer.steering import steer
+from langneurons.steering.edits import steer
 
 LANGS = ["en", "de", "ru"]
 

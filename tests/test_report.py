@@ -21,8 +21,8 @@ from langneurons.identify import lape
 from langneurons.report.plots import neurons_per_layer
 from langneurons.report.report import build_report
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.calibration import Calibration
-from langneurons.steer.steering import ForcingSetting
+from langneurons.steering.calibration import Calibration
+from langneurons.steering.edits import ForcingSetting
 from langneurons.tasks.fallback import FallbackResult
 from langneurons.tasks.forcing import ForcingResult
 from langneurons.tasks.results import write_results

@@ -6,8 +6,8 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.core.sites import find_sites
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import SteeringConfig, parse_expression, steer
+from langneurons.steering.edits import SteeringConfig, parse_expression, steer
+from langneurons.steering.generation import generate
 
 LANGS = ["en", "de", "fr", "ru"]
 

@@ -12,8 +12,8 @@ import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.corpus import udhr_articles
-from langneurons.steer.generation import generate
-from langneurons.steer.steering import ForcingSetting, steer
+from langneurons.steering.edits import ForcingSetting, steer
+from langneurons.steering.generation import generate
 from langneurons.tasks import translation
 from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
 from langneurons.tasks.translation import (

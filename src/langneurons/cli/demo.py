@@ -51,7 +51,7 @@ def run_demo(
     from langneurons.report.plots import neurons_per_layer
     from langneurons.report.report import build_report
     from langneurons.stats.collect import collect_stats
-    from langneurons.steer.calibration import Calibration
+    from langneurons.steering.calibration import Calibration
     from langneurons.tasks.forcing import run_forcing
     from langneurons.tasks.perplexity import run_perplexity
 

@@ -1,24 +1,39 @@
 """The `langneurons` command: collect, identify, merge, info, languages, finetune, apply-delta, generate, calibrate,
-evaluate, plot, report, demo."""
+evaluate, compare, plot, report, demo."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
-from langneurons.cli.options import add_model_options, build_corpus, load_model_from_args, parse_languages
-from langneurons.core.errors import LangNeuronsError
+from langneurons.cli.options import (
+    Parser,
+    add_model_options,
+    build_corpus,
+    check_numbers,
+    load_model_from_args,
+    parse_languages,
+    parse_mapping,
+    quote_signed,
+)
+from langneurons.core.checks import check_output
+from langneurons.core.errors import LangNeuronsError, LangNeuronsWarning
 
 
 def _join_ranks() -> None:
     """Under torchrun: join the process group; ranks other than 0 print nothing (rank 0 reports and writes)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return  # one process: nothing to join (and torch stays unloaded for --help and info)
     from langneurons.core.distributed import init, is_main
 
     init()
@@ -37,17 +52,30 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
+def _expected_model_id(name: str) -> str | None:
+    """The id `load_model(name)` will record, where it is known without loading (embedded alias, local path)."""
+    from langneurons.core.models import EMBEDDED
+
+    if name in EMBEDDED:
+        return EMBEDDED[name].source
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else None
+
+
 def cmd_collect(args: argparse.Namespace) -> None:
     from langneurons.core.distributed import is_main
-    from langneurons.stats.collect import collect_stats
+    from langneurons.stats.collect import check_checkpoint, collect_stats
 
-    for name in ("max_tokens", "window", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise LangNeuronsError(f"{name} must be positive, got {value}")
     if args.relevance and (args.hidden or args.no_sq):
         raise LangNeuronsError("--hidden and --no-sq are options of activation statistics, not of --relevance")
+    texts = list(parse_mapping(args.corpus).values()) if "=" in args.corpus else []
+    check_output(args.output, texts, kind="relevance" if args.relevance else "stats")
     corpus = build_corpus(args)
+    settings: dict[str, Any] = {"window": args.window, "max_tokens": args.max_tokens, "split": "train"}
+    if not args.relevance:
+        settings.update(track_sq=not args.no_sq, hidden=args.hidden)
+    check_checkpoint(args.output, settings, corpus.describe(), _expected_model_id(args.model),
+                     kind="relevance" if args.relevance else "stats")
     model, tok = load_model_from_args(args)
     start = time.perf_counter()
     if args.relevance:
@@ -72,6 +100,9 @@ def cmd_identify(args: argparse.Namespace) -> None:
     from langneurons.stats.activation import ActivationStats
     from langneurons.stats.relevance import RelevanceStats
 
+    check_output(args.output, [args.stats, args.match], kind="neurons")
+    if args.plot:
+        check_output(args.plot, [args.stats, args.match, args.output], option="--plot")
     stats = RelevanceStats.load(args.stats) if args.method == "crane" else ActivationStats.load(args.stats)
     if parse_languages(args.languages):
         stats = stats.select(parse_languages(args.languages))
@@ -99,12 +130,20 @@ def cmd_identify(args: argparse.Namespace) -> None:
 
 def cmd_merge(args: argparse.Namespace) -> None:
     from langneurons.core.artifacts import read_meta
+    from langneurons.core.errors import warn
     from langneurons.stats.activation import ActivationStats
     from langneurons.stats.relevance import RelevanceStats
 
     if len(args.inputs) < 2:
         raise LangNeuronsError("merge needs at least two statistics files")
     kind = RelevanceStats if read_meta(args.inputs[0]).get("kind") == "relevance" else ActivationStats
+    check_output(args.output, args.inputs, kind="relevance" if kind is RelevanceStats else "stats")
+    seen: dict[Path, str] = {}
+    for path in args.inputs:
+        if Path(path).resolve() in seen:
+            warn(f"{path} is merged with itself ({seen[Path(path).resolve()]}): its text counts twice; "
+                 "give each file once")
+        seen[Path(path).resolve()] = str(path)
     merged = kind.load(args.inputs[0])
     for path in args.inputs[1:]:
         merged = merged + kind.load(path)
@@ -116,31 +155,47 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from langneurons.core.artifacts import read_meta
-    from langneurons.identify.neurons import NeuronSet
-    from langneurons.stats.activation import ActivationStats
+    from langneurons.core.summaries import neuron_rows, relevance_rows, stats_rows
 
     meta = read_meta(args.file)
     if args.json:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return
-    model = meta.get("model", {})
-    shape = meta.get("shape", {})
-    print(f"{args.file}: {meta.get('kind')} of {model.get('id')} (revision {model.get('revision')}), "
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    shape = meta.get("shape") if isinstance(meta.get("shape"), dict) else {}
+    kind = meta.get("kind")
+    print(f"{args.file}: {kind} of {model.get('id')} (revision {model.get('revision')}), "
           f"{shape.get('layers')} layers x {shape.get('neurons')} neurons, langneurons {meta.get('library_version')}")
-    if meta.get("kind") == "stats":
-        if meta.get("incomplete"):
-            print(f"incomplete collection, done: {meta['incomplete']['done']}; rerun collect to resume")
-            return
-        print(format_table(ActivationStats.load(args.file).summary()))
-    elif meta.get("kind") == "relevance" and not meta.get("incomplete"):
-        from langneurons.stats.relevance import RelevanceStats
+    if meta.get("incomplete"):
+        print(f"incomplete collection, done: {meta['incomplete'].get('done')}; rerun collect to resume")
+        return
+    if kind not in ("stats", "relevance", "neurons"):
+        return
+    t = _numpy_tensors(args.file)
+    langs = meta.get("languages")
+    try:
+        if kind == "stats":
+            rows = stats_rows(langs, t["n_tokens"], t["over_zero"], t["sum"])
+        elif kind == "relevance":
+            rows = relevance_rows(langs, t["n_tokens"], t["log_prob"], t["relevance"], t["abs_relevance"])
+        else:
+            rows = neuron_rows(langs, t["masks"])
+            print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise LangNeuronsError(f"{args.file}: its tensors do not match its metadata ({e!r}); re-create it") from None
+    print(format_table(rows))
+    if kind == "neurons":
+        print(f"{int(t['masks'].any(0).sum())} distinct neurons")
 
-        print(format_table(RelevanceStats.load(args.file).summary()))
-    elif meta.get("kind") == "neurons":
-        neurons = NeuronSet.load(args.file)
-        print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
-        print(format_table(neurons.summary()))
-        print(f"{neurons.count()} distinct neurons")
+
+def _numpy_tensors(path: str) -> dict[str, Any]:
+    """The tensors of a safetensors file as numpy arrays (no torch needed)."""
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise LangNeuronsError(f"{path}: its tensors are damaged ({e}); re-create the file") from None
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
@@ -160,6 +215,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from langneurons.report.figures import activation_profile, neuron_figures
     from langneurons.stats.activation import ActivationStats
 
+    check_output(args.output_dir, [args.neurons, args.stats], option="--output-dir", folder=True)
     neurons = NeuronSet.load(args.neurons)
     stats = ActivationStats.load(args.stats) if args.stats else None
     if args.neuron and stats is None:
@@ -179,6 +235,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from langneurons.report.report import build_report
 
+    if args.output:
+        check_output(args.output, option="--output")
     report = build_report(args.run_dir, args.output)
     print(f"{len(report.used)} files shown in {', '.join(report.sections)}; {report.figures} figures, "
           f"{report.tables} tables")
@@ -190,6 +248,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from langneurons.cli.demo import run_demo
 
+    check_output(args.output_dir, option="--output-dir", folder=True)
     run_demo(args.model, parse_languages(args.languages), args.output_dir, max_tokens=args.max_tokens,
              window=args.window, top_rate=args.top_rate, calibration=args.calibration, questions=args.questions,
              batch_size=args.batch_size, grid=not args.no_grid, perplexity=not args.no_perplexity,
@@ -198,8 +257,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from langneurons.cli.options import load_inputs
-    from langneurons.tasks.finetune import finetune
+    from langneurons.core.artifacts import read_meta
+    from langneurons.tasks.finetune import KIND, finetune
 
+    check_output(args.output, [args.neurons], kind=KIND)
+    langs = read_meta(args.neurons, "neurons").get("languages", [])
+    if args.language not in langs:
+        raise LangNeuronsError(f"--language {args.language}: not in {args.neurons} (it has {', '.join(langs)}); "
+                               "choose one of those")
     model, tok, neurons, _ = load_inputs(args)
     langs = parse_languages(args.languages) or (neurons.languages if args.corpus == "udhr" else None)
     if langs:
@@ -231,6 +296,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.exists():
         raise LangNeuronsError(f"{out} exists; remove it or choose another --output")
+    check_output(out, [args.delta, args.model], folder=True)
     model, tok = load_model_from_args(args)
     delta = apply_finetune(model, args.delta, check_id=not args.force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,9 +311,29 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     print(f"applied {delta.n_parameters} parameters ({delta.meta['language']} neurons); wrote {out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="langneurons", description=__doc__)
+def module_help(module: str) -> tuple[str, str]:
+    """(docstring, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch)."""
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
+    summary = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                    and isinstance(node.value, ast.Constant)
+                    and any(getattr(t, "id", None) == "SUMMARY" for t in node.targets)), "")
+    return ast.get_docstring(tree) or "", str(summary)
+
+
+def _selected(argv: Sequence[str] | None) -> Callable[[str], bool]:
+    """Which module-backed commands to build in full: those `argv` names (all when argv is None)."""
+    if argv is None:
+        return lambda _name: True
+    words = [a for a in argv if not a.startswith("-")]
+    return lambda name: name in words[:2]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given `argv`, only the commands it names import their modules (so `--help` stays fast)."""
+    p = Parser(prog="langneurons", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    selected = _selected(argv)
 
     def corpus_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--corpus", default="udhr",
@@ -308,8 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", required=True, help="merged statistics file")
     m.set_defaults(func=cmd_merge)
 
-    f = sub.add_parser("info", help="summarise a statistics or neuron file")
-    f.add_argument("file")
+    f = sub.add_parser("info", help="summarise a statistics or neuron file",
+                       description="Summarise an artifact (statistics, relevance, neuron set, fine-tuning delta): "
+                                   "what it holds, the model it was made on, and a table per language.")
+    f.add_argument("file", help="a .safetensors file written by langneurons")
     f.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     f.set_defaults(func=cmd_info)
 
@@ -356,16 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from langneurons.cli.steer import add_parsers
 
-    add_parsers(sub)
-
-    from langneurons.tasks import compare
+    add_parsers(sub, selected)
 
     r = sub.add_parser("compare", help="compare neuron sets of equal size by masking (LAPE, CRANE, frequency, random)",
                        description="Zero each language's neurons of each set and measure the next-token loss on "
                                    "every language's held-out text; selectivity = increase on the language / mean "
                                    "increase on the others. Writes compare.json and a bar plot.")
-    compare.add_arguments(r)
-    r.set_defaults(func=compare.main)
+    if selected("compare"):
+        from langneurons.tasks import compare
+
+        compare.add_arguments(r)
+        r.set_defaults(func=compare.main)
 
     pl = sub.add_parser("plot", help="analysis figures of a neuron set (and its statistics)",
                         description="Neurons and share per layer, clustered overlap matrix, Latin vs other-script "
@@ -406,17 +495,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    if issubclass(category, LangNeuronsWarning):
+        print(f"langneurons: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; bad input ends with exit code 2 and one line on stderr."""
+    argv = quote_signed(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
-        _join_ranks()
-        args.func(args)
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return int(e.code or 0)
+    try:
+        check_numbers(args)
+        if args.command in ("evaluate", "compare") and getattr(args, "output_dir", None):
+            check_output(args.output_dir, option="--output-dir", folder=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LangNeuronsWarning)
+            warnings.showwarning = _show_warning
+            _join_ranks()
+            args.func(args)
     except LangNeuronsError as e:
         print(f"langneurons: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("langneurons: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -3,13 +3,92 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from langneurons.core.errors import LangNeuronsError
 
+# options whose value may start with '-' (`--steer -en`): argparse would take it for an option
+SIGNED_OPTIONS = ("--steer",)
+# rules for numeric options of every subcommand: name -> (test, what to give)
+_POSITIVE = (lambda v: v > 0, "a number above 0")
+NUMBER_RULES: dict[str, tuple[Any, str]] = {
+    **dict.fromkeys(("batch_size", "max_new_tokens", "window", "max_tokens", "per_language", "steps", "top_k", "keep",
+                     "eval_every", "eval_tokens", "questions", "repetition_penalty", "lr"), _POSITIVE),
+    **dict.fromkeys(("top_rate", "filter_rate", "bar_rate"), (lambda v: 0 < v <= 1, "a share in (0, 1]")),
+    **dict.fromkeys(("n", "shots", "heldout_every", "valid_every", "seed", "weight_decay"),
+                    (lambda v: v >= 0, "a number >= 0")),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that says where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _negative_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.startswith("-")
+
+
+def quote_signed(argv: Sequence[str]) -> list[str]:
+    """`--steer -en` -> `--steer=-en` and `--alpha -1e3` -> `--alpha=-1e3`, so that a leading '-' is read as the
+    value (argparse takes such values for options)."""
+    out, args = [], list(argv)
+    for i, arg in enumerate(args):
+        prev = args[i - 1] if i else ""
+        signed = prev in SIGNED_OPTIONS and arg.startswith("-") and not arg.startswith("--")
+        number = prev.startswith("--") and "=" not in prev and _negative_number(arg)
+        if signed or number:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Fail on NaN/inf and on numbers outside an option's range, before any work."""
+    for name, value in vars(args).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LangNeuronsError(f"argument {option}: {value} is not a finite number; give a finite number")
+        if name in NUMBER_RULES and not NUMBER_RULES[name][0](value):
+            raise LangNeuronsError(f"argument {option}: {value} is out of range; give {NUMBER_RULES[name][1]}")
+
 
 def parse_languages(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+    """'en,de' -> ['en', 'de']; None (not given) -> None; a list with no language (',') is an error."""
+    if text is None:
+        return None
+    langs = [x.strip() for x in text.split(",") if x.strip()]
+    if not langs:
+        raise LangNeuronsError(f"no language in {text!r}; give comma-separated codes such as en,de")
+    duplicates = sorted({x for x in langs if langs.count(x) > 1})
+    if duplicates:
+        raise LangNeuronsError(f"{', '.join(duplicates)} given twice in {text!r}; name each language once")
+    return langs
+
+
+def parse_mapping(spec: str) -> dict[str, str]:
+    """'en=a.txt,de=b.txt' -> {'en': 'a.txt', 'de': 'b.txt'}; each language once, each with a file."""
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        lang, eq, path = (x.strip() for x in part.partition("="))
+        if not eq or not lang or not path:
+            raise LangNeuronsError(f"--corpus item {part.strip()!r}: write LANG=FILE, e.g. en=a.txt,de=b.txt")
+        if lang in mapping:
+            raise LangNeuronsError(f"--corpus names '{lang}' twice ({mapping[lang]}, {path}); give one file per "
+                                   "language (join the texts into one file)")
+        mapping[lang] = path
+    return mapping
 
 
 def parse_layers(text: str | None) -> tuple[int, int] | None:
@@ -33,6 +112,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-map", default=None,
                    help="spread the model over devices instead: auto, balanced, balanced_low_0, sequential (under "
                         "torchrun: over this rank's share of the node's GPUs), or one device such as cuda:1")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="use neuron sets, statistics or calibrations made on another model of the same shape "
+                        "(a deliberate transfer, e.g. base -> chat)")
 
 
 def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any]:
@@ -48,7 +130,8 @@ def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) ->
     p.add_argument("--neurons", help="neuron set file (from `identify`)")
     p.add_argument("--stats", help="statistics file (from `collect`): means for add/replace/diffmean/residual")
     if expression:
-        p.add_argument("--steer", help="expression, e.g. '-en +fr', '+2.5*fr', '-en -de +ja'")
+        p.add_argument("--steer", help="expression, e.g. '-en +fr', '+2.5*fr', '-en -de +ja' (quote it; a lone "
+                                       "'-en' works as --steer -en or --steer=-en)")
     p.add_argument("--method", default="add", choices=["add", "scale", "replace", "diffmean", "residual"],
                    help="how to activate: add alpha*mean, scale by beta, replace with the mean, add the difference "
                         "of means, or residual-stream DiffMean (default add)")
@@ -76,7 +159,11 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
 
 
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:
-    """Model, tokenizer, neuron set and statistics named by the options."""
+    """Model, tokenizer, neuron set and statistics named by the options; each artifact (and a calibration) must
+    have been made on this model unless --allow-other-model."""
+    from langneurons.core.artifacts import read_json
+    from langneurons.core.checks import check_window
+    from langneurons.core.provenance import check_same_model, model_meta
     from langneurons.identify.neurons import NeuronSet
     from langneurons.stats.activation import ActivationStats
 
@@ -84,9 +171,22 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
     stats = ActivationStats.load(args.stats) if getattr(args, "stats", None) else None
     if need_stats and stats is None:
         raise LangNeuronsError("this command needs --stats (a statistics file from `collect`)")
+    calibration = getattr(args, "calibrated", None)
+    if calibration:
+        from langneurons.steering.calibration import Calibration
+
+        Calibration.load(calibration)  # a damaged file fails here, before the model loads
     model, tok = load_model_from_args(args)
+    check_window(model, getattr(args, "window", None), "--window")
+    current, allow = model_meta(model), getattr(args, "allow_other_model", False)
     if neurons is not None:
         neurons.check_model(model)
+        check_same_model(neurons.meta.get("model"), current, f"neuron set {args.neurons}", allow)
+    if stats is not None:
+        check_same_model(stats.meta.get("model"), current, f"statistics {args.stats}", allow)
+    if calibration:
+        recorded = read_json(calibration, "calibration").get("meta", {}).get("statistics", {}).get("model")
+        check_same_model(recorded, current, f"calibration {calibration}", allow)
     return model, tok, neurons, stats
 
 
@@ -105,8 +205,7 @@ def build_corpus(args: argparse.Namespace) -> Any:
         return c.hf_dataset(spec[3:], langs, config=args.hf_config, split=args.hf_split,
                             text_column=args.text_column, heldout_every=args.heldout_every)
     if "=" in spec:
-        mapping = dict(part.split("=", 1) for part in spec.split(","))
-        corpus = c.text_files(mapping, heldout_every=args.heldout_every)
+        corpus = c.text_files(parse_mapping(spec), heldout_every=args.heldout_every)
     else:
         corpus = c.text_files(spec, heldout_every=args.heldout_every)
     return corpus.select(langs) if langs else corpus

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +16,65 @@ from langneurons.cli.options import (
     parse_languages,
     parse_layers,
 )
+from langneurons.core.checks import check_output
 from langneurons.core.errors import LangNeuronsError
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
-    from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
-    from langneurons.steer.generation import generate
-    from langneurons.steer.steering import steer
+def _read_prompts(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text("utf-8")
+    except FileNotFoundError:
+        raise LangNeuronsError(f"--prompts-file {path}: no such file; check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LangNeuronsError(f"--prompts-file {path}: cannot read it ({e}); give a UTF-8 text file") from None
+    return [line.rstrip("\n").replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
+
+def check_steering(args: argparse.Namespace) -> None:
+    """Before the model loads: the expression parses, and every language it names is in the neuron set (with
+    neurons) and, where the method needs means, in the statistics."""
+    from langneurons.core.artifacts import read_meta
+    from langneurons.steering.edits import SteeringConfig
+
+    config = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
+                                            args.beta, parse_layers(args.layers), args.generated_only)
+    if args.calibrated:
+        return
+    if args.neurons and (config.method != "residual" or config.deactivate):
+        meta = read_meta(args.neurons, "neurons")
+        counts = meta.get("counts", {})
+        for lang in config.languages if config.method != "residual" else config.deactivate:
+            if lang not in meta.get("languages", []) or counts.get(lang) == 0:
+                raise LangNeuronsError(f"--steer names '{lang}', which has no neurons in {args.neurons} "
+                                       f"(it has {', '.join(meta.get('languages', []))}); choose another language "
+                                       "or identify neurons for it")
+    if args.stats and config.activate and config.method != "scale":
+        langs = read_meta(args.stats, "stats").get("languages", [])
+        for lang in config.activate:
+            if lang not in langs:
+                raise LangNeuronsError(f"--steer activates '{lang}', which {args.stats} has no statistics for "
+                                       f"(it has {', '.join(langs)}); collect statistics for it")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts += [line.rstrip("\n").replace("\\n", "\n") for line in Path(args.prompts_file).read_text("utf-8")
-                    .splitlines() if line.strip()]
+        prompts += _read_prompts(args.prompts_file)
     if args.questions:
+        from langneurons.data.prompts import qa_prompt, questions
+
         prompts += [qa_prompt(q) for q in questions(args.questions, "eval")]
     if not prompts:
         raise LangNeuronsError("no prompts: give --prompt, --prompts-file or --questions LANG")
     if not args.steer:
         raise LangNeuronsError("say how to steer with --steer, e.g. --steer '-en +fr'")
+    if args.output:
+        check_output(args.output, [args.neurons, args.stats, args.calibrated, args.prompts_file])
+    check_steering(args)
+    from langneurons.data.prompts import STOP_STRINGS
+    from langneurons.steering.edits import steer
+    from langneurons.steering.generation import generate
+
     model, tok, neurons, stats = load_inputs(args)
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "stop_strings": STOP_STRINGS,
               "max_batch_tokens": args.batch_tokens,
@@ -62,8 +104,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
+    from langneurons.core.artifacts import read_meta
+    from langneurons.steering.calibration import KIND
     from langneurons.tasks.calibrate import calibrate
 
+    check_output(args.output, [args.stats], kind=KIND)
+    langs = read_meta(args.stats, "stats").get("languages", [])
+    for option in ("targets", "sources"):
+        missing = [x for x in parse_languages(getattr(args, option)) or [] if x not in langs]
+        if missing:
+            raise LangNeuronsError(f"--{option} {', '.join(missing)}: not in {args.stats} (it has {', '.join(langs)});"
+                                   " choose among those or collect statistics for them")
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages
     cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
@@ -77,8 +128,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from langneurons.steer.export import export_steering
-    from langneurons.steer.steering import SteeringConfig, build_steering
+    from langneurons.steering.edits import SteeringConfig, build_steering
+    from langneurons.steering.export import export_steering
 
     if bool(args.steer) == bool(args.setting):
         raise LangNeuronsError("say what to export: --steer '+de' or --setting FILE (one of them)")
@@ -95,8 +146,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} and {args.output}.json; use: {info['use']}")
 
 
-def add_parsers(sub: Any) -> None:
-    """Register generate, calibrate and evaluate on the main parser's subcommands."""
+def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) -> None:
+    """Register generate, calibrate and evaluate on the main parser's subcommands; a task's module is imported
+    (for its options) only if `selected(task)`."""
     g = sub.add_parser("generate", help="baseline and steered outputs side by side",
                        description="Generate from prompts without and with steering, with the identified language.")
     add_model_options(g)
@@ -130,16 +182,18 @@ def add_parsers(sub: Any) -> None:
     x.add_argument("-o", "--output", default="steer.pt", help="output file (default steer.pt)")
     x.set_defaults(func=cmd_export)
 
+    from langneurons.cli.main import module_help
     from langneurons.tasks import TASKS, task_module
 
-    modules = {name: task_module(name) for name in TASKS}
+    helps = {name: module_help(module) for name, module in TASKS.items()}
     e = sub.add_parser("evaluate", help="evaluation tasks (--list shows them)",
                        description="Run an evaluation task; `langneurons evaluate TASK --help` explains its options.")
     e.add_argument("--list", action="store_true", help="list the tasks")
-    e.set_defaults(func=lambda a: print("\n".join(f"{k:12s} {m.SUMMARY}" for k, m in modules.items())))
+    e.set_defaults(func=lambda a: print("\n".join(f"{k:12s} {summary}" for k, (_, summary) in helps.items())))
     tasks = e.add_subparsers(dest="task", metavar="TASK")
-    for name, module in modules.items():
-        t = tasks.add_parser(name, help=module.SUMMARY, description=module.__doc__,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(t)
-        t.set_defaults(func=module.main)
+    for name, (doc, summary) in helps.items():
+        t = tasks.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if selected(name):
+            module = task_module(name)
+            module.add_arguments(t)
+            t.set_defaults(func=module.main)

@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any
 
 from langneurons.core.errors import LangNeuronsError
 
+if TYPE_CHECKING:
+    import torch
+
 META_KEY = "langneurons"
+_STALE_S = 3600  # a temporary file without a writer id, older than this, belongs to a killed writer
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete `.NAME.PID.XXXX.tmp` files beside `path` left by writers that were killed (their process is gone, or
+    the file has no writer id and is over an hour old); returns the files removed."""
+    path = Path(path)
+    removed = []
+    for name in glob.glob(glob.escape(str(path.parent / f".{path.name}.")) + "*.tmp"):
+        tmp = Path(name)
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        with suppress(OSError):
+            stale = (not _alive(int(pid))) if pid.isdigit() else time.time() - tmp.stat().st_mtime > _STALE_S
+            if stale and tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds. Temporary files of
+    earlier writers of `path` that were killed are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -65,6 +95,8 @@ def read_json(path: str | Path, kind: str, missing: str = "check the path") -> d
 def save_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save tensors with `meta` (plus kind, library version and date) as JSON in the safetensors header,
     atomically."""
+    from safetensors.torch import save_file
+
     from langneurons.core.version import __version__
 
     meta = {**meta, "kind": kind, "library_version": __version__}
@@ -74,22 +106,35 @@ def save_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], 
     write_atomic(path, lambda p: save_file(contiguous, str(p), metadata=header))
 
 
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (read directly: no tensor library needed)."""
+    try:
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > 100_000_000 or size > path.stat().st_size - 8:
+                raise ValueError("header length past the end of the file")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error) as e:
+        raise LangNeuronsError(f"{path}: not a readable safetensors file ({e}); re-create it") from None
+    if not isinstance(header, dict):
+        raise LangNeuronsError(f"{path}: not a readable safetensors file (its header is not an object); re-create it")
+    return header
+
+
 def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """The metadata of a langneurons artifact (of `kind`, if given) without loading its tensors."""
     path = Path(path)
     if not path.is_file():
         raise LangNeuronsError(f"{path}: no such file; check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as e:  # safetensors raises several types for a damaged file
-        raise LangNeuronsError(f"{path}: not a readable safetensors file ({e}); re-create it") from None
-    if META_KEY not in header:
+    header = _safetensors_header(path).get("__metadata__") or {}
+    if not isinstance(header, dict) or META_KEY not in header:
         raise LangNeuronsError(f"{path}: not a langneurons artifact (no '{META_KEY}' metadata)")
     try:
         meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError:
+    except (TypeError, json.JSONDecodeError):
         raise LangNeuronsError(f"{path}: its metadata is damaged; re-create the file") from None
+    if not isinstance(meta, dict):
+        raise LangNeuronsError(f"{path}: its metadata is {type(meta).__name__}, not an object; re-create the file")
     if kind is not None and meta.get("kind") != kind:
         raise LangNeuronsError(f"{path}: holds '{meta.get('kind')}', expected '{kind}'")
     return meta
@@ -97,6 +142,8 @@ def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
 
 def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a langneurons safetensors file of the given `kind` ("stats", "neurons", ...)."""
+    from safetensors import safe_open
+
     meta = read_meta(path, kind)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -104,3 +151,16 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     except Exception as e:
         raise LangNeuronsError(f"{path}: its tensors are damaged ({e}); re-create the file") from None
     return tensors, meta
+
+
+def artifact_kind(path: str | Path) -> str | None:
+    """The `kind` of the langneurons artifact at `path` (safetensors or JSON), or None if it is not one."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with suppress(LangNeuronsError):
+            return read_meta(path).get("kind")
+        return None
+    with suppress(OSError, ValueError):
+        data = json.loads(path.read_text("utf-8"))
+        return data.get("kind") if isinstance(data, dict) else None
+    return None

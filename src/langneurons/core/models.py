@@ -351,6 +351,9 @@ def load_model(
         sha = (_read_marker(folder) or {}).get("source_sha256", "unknown")
         source_id, source_revision = spec.source, f"gguf:{spec.quant}:{sha[:12]}"
     elif path.is_dir():
+        from langneurons.core.checks import check_model_folder
+
+        check_model_folder(path)
         model, tokenizer = _load_local(path, kwargs)
         source_id, source_revision = str(path.resolve()), None
     elif path.is_file():

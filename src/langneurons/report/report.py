@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from langneurons.core.artifacts import read_meta, write_atomic
 from langneurons.core.errors import LangNeuronsError
@@ -209,7 +210,7 @@ class _State:
             if not isinstance(item.data.get("summary"), dict):
                 raise LangNeuronsError("results without a 'summary' object")
         elif data.get("kind") == "calibration":
-            from langneurons.steer.calibration import Calibration
+            from langneurons.steering.calibration import Calibration
 
             item.kind, item.data = "calibration", Calibration.load(item.path)
         elif settings.get("task") == "forcing" and isinstance(data.get("summary"), dict):
@@ -657,31 +658,42 @@ def _render_html(doc: _Doc, title: str, subtitle: str) -> str:
     )
 
 
+_MD_SPECIAL = re.compile(r"[\\`*\[\]<>|&~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def md_escape(text: str) -> str:
+    """Plain text (labels, file names) as Markdown that shows it literally: characters that would start markup
+    backslash-escaped, line starts that would open a heading, list or quote made inert, newlines as spaces."""
+    escaped = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), str(text).replace("\n", " "))
+    return re.sub(r"^(\s*)([-=+#]|\d+\.)(?=\s|$)", lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1],
+                  escaped)
+
+
 def _render_markdown(doc: _Doc, title: str, subtitle: str, md_dir: Path) -> str:
     def cell(v: Any) -> str:
-        return _cell(v).replace("|", "\\|").replace("\n", " ")
+        return md_escape(_cell(v))
 
-    out = [f"# {title}", "", subtitle, ""]
+    out = [f"# {md_escape(title)}", "", md_escape(subtitle), ""]
     n_fig = 0
     for kind, payload in doc.blocks:
         if kind == "heading":
-            out += ["#" * payload[0] + " " + payload[1], ""]
+            out += ["#" * payload[0] + " " + md_escape(payload[1]), ""]
         elif kind == "text":
-            out += [payload, ""]
+            out += [md_escape(payload), ""]
         elif kind == "pre":
             out += ["```", payload, "```", ""]
         elif kind == "table":
             header, rows, caption, align = payload
             if caption:
-                out += [f"*{caption}*", ""]
+                out += [f"*{md_escape(caption)}*", ""]
             marks = ["---:" if align and _numeric(rows[0][i]) else "---" for i in range(len(header))]
             out += ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(marks) + "|",
                     *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows), ""]
         elif kind == "figure":
             path, caption = payload
             n_fig += 1
-            rel = Path(os.path.relpath(path.resolve(), md_dir.resolve())).as_posix()
-            out += [f"![Figure {n_fig}]({rel})", "", f"*Figure {n_fig}. {caption}*", ""]
+            rel = quote(Path(os.path.relpath(path.resolve(), md_dir.resolve())).as_posix())
+            out += [f"![Figure {n_fig}]({rel})", "", f"*Figure {n_fig}. {md_escape(caption)}*", ""]
     return "\n".join(out)
 
 

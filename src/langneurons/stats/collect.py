@@ -15,14 +15,16 @@ from typing import Any, Protocol, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.core.artifacts import load_tensors
+from langneurons.core.artifacts import load_tensors, read_meta
+from langneurons.core.checks import check_window
 from langneurons.core.distributed import all_reduce_sum, rank_world
-from langneurons.core.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.hooks import Hooks
-from langneurons.core.models import model_id, model_placement, model_revision
+from langneurons.core.models import model_placement
+from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows, window_prefix
-from langneurons.stats.activation import ActivationStats, empty_stats
+from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 from langneurons.stats.sums import LanguageSums
 
 S = TypeVar("S", bound=LanguageSums)
@@ -143,7 +145,7 @@ def collection_meta(model: torch.nn.Module, sites: NeuronSites, corpus: Corpus, 
                     batch_size: int, **notes: Any) -> dict[str, Any]:
     """The metadata of collected sums: model, neuron site, corpus, and the collection's settings and `notes`."""
     return {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": model_meta(model),
         "site": sites.describe(),
         "corpus": corpus.describe(),
         "collection": {**settings, "batch_size": batch_size, "world_size": rank_world()[1], **model_placement(model),
@@ -194,6 +196,8 @@ def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recor
             _flush(recorder, sums, k, n_local)
             if sums.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
+            if rank == 0:
+                warn_short(lang, int(sums.n_tokens[k]), max_tokens)
             done.append(lang)
             if checkpoint and rank == 0:
                 _save(sums, checkpoint, done, partial=None)
@@ -227,6 +231,7 @@ def collect_stats(
     output of each decoder layer (needed by residual DiffMean steering).
     """
     check_collection(corpus, max_tokens, batch_size, checkpoint_every)
+    check_window(model, window)
     sites = find_sites(model)
     skip = len(window_prefix(tokenizer))
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": skip,
@@ -237,6 +242,18 @@ def collect_stats(
     recorder = StatsRecorder(sites, skip=skip, track_sq=track_sq, hidden=hidden)
     return run_collection(model, tokenizer, corpus, recorder, stats, settings, batch_size=batch_size,
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, desc="collect")
+
+
+FEW_TOKENS = 1000  # below this, per-neuron firing rates of a language are noise
+
+
+def warn_short(language: str, n_tokens: int, max_tokens: int | None) -> None:
+    """Warn when a language's text ran out before its token budget, or is too short to estimate rates."""
+    if max_tokens is not None and n_tokens < max_tokens:
+        warn(f"'{language}': the text ran out at {n_tokens} of the {max_tokens} tokens asked for; "
+             "add text or lower the budget (--max-tokens)")
+    if n_tokens < FEW_TOKENS:
+        warn(f"'{language}': only {n_tokens} tokens, too few for reliable statistics; give at least {FEW_TOKENS}")
 
 
 def _flush(rec: Recorder, sums: LanguageSums, k: int, n_local: int) -> None:
@@ -260,14 +277,10 @@ def _resume(path: str | Path, sums: LanguageSums, settings: dict[str, Any]) -> t
     path = Path(path)
     if not path.exists():
         return [], None, 0
+    check_checkpoint(path, settings, sums.meta["corpus"], sums.meta["model"]["id"], sums.KIND)
     tensors, meta = load_tensors(path, sums.KIND)
-    if meta.get("model", {}).get("id") != sums.model_id or meta.get("site") != sums.meta["site"]:
+    if meta.get("site") != sums.meta["site"]:
         raise LangNeuronsError(f"{path}: a checkpoint of another model; remove it or choose another output path")
-    old = {k: meta.get("collection", {}).get(k) for k in settings}
-    if old != settings or _source(meta.get("corpus", {})) != _source(sums.meta["corpus"]):
-        raise LangNeuronsError(
-            f"{path}: a checkpoint made with other settings or text ({old}); remove it or use the same settings"
-        )
     state = meta.get("incomplete") or {"done": meta["languages"], "partial": None}
     partial = state["partial"]
     rows = sums.tensors()
@@ -278,6 +291,25 @@ def _resume(path: str | Path, sums: LanguageSums, settings: dict[str, Any]) -> t
                 tensor[dst] = tensors[name][src]
     done = [lang for lang in state["done"] if lang in sums.languages]
     return done, (partial[0] if partial else None), (int(partial[1]) if partial else 0)
+
+
+def check_checkpoint(path: str | Path, settings: dict[str, Any], corpus: dict[str, Any], model: str | None = None,
+                     kind: str = KIND) -> None:
+    """Fail unless the checkpoint at `path` (if any) can be resumed with these settings, corpus and model id (None:
+    not checked). Reads only the metadata, so it runs before the model is loaded."""
+    if not Path(path).exists():
+        return
+    meta = read_meta(path, kind)
+    if model is not None and meta.get("model", {}).get("id") != model:
+        raise LangNeuronsError(f"{path}: a checkpoint of another model ({meta.get('model', {}).get('id')}); "
+                               "remove it or choose another output path")
+    old = {k: meta.get("collection", {}).get(k) for k in settings}
+    if old != settings or _source(meta.get("corpus", {})) != _source(corpus):
+        changed = sorted(k for k in settings if old[k] != settings[k]) or ["corpus"]
+        raise LangNeuronsError(
+            f"{path}: a checkpoint made with other settings ({', '.join(changed)}: {old}); rerun with the same "
+            "settings, or remove it or choose another output path to start over"
+        )
 
 
 def _source(corpus: dict[str, Any]) -> dict[str, Any]:

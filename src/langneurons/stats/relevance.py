@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from langneurons.core.checks import check_window
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
 from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
@@ -222,6 +223,7 @@ def collect_relevance(
     every world-th window and all ranks return the summed relevance (rank 0 writes the checkpoint).
     """
     check_collection(corpus, max_tokens, batch_size, checkpoint_every)
+    check_window(model, window)
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}

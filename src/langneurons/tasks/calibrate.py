@@ -3,7 +3,7 @@
 One fixed setting does not fit all targets (a strength that forces English breaks Russian), so each target gets
 its own method, strength, neuron share and layers, chosen on the dev questions (disjoint from the eval ones)
 by successive halving: every candidate on one question per source language, then the best few on all of them.
-The result is a `langneurons.steer.calibration.Calibration`.
+The result is a `langneurons.steering.calibration.Calibration`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langneurons.core.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.data.prompts import questions
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.calibration import Calibration
-from langneurons.steer.steering import ForcingSetting
+from langneurons.steering.calibration import Calibration
+from langneurons.steering.edits import ForcingSetting
 from langneurons.tasks.forcing import run_forcing
 
 
@@ -69,9 +69,13 @@ def calibrate(
     chosen, scores = {}, {}
     for t in targets:
         ranked = sorted(shortlist[t], key=lambda lab: _rank(stage2[lab]["per_target"].get(t)))
-        chosen[t] = plan[ranked[0]][t]
         scores[t] = [{"setting": lab, "stage1": stage1[lab]["per_target"].get(t),
                       "stage2": stage2[lab]["per_target"].get(t) if lab in stage2 else None} for lab in plan]
+        if not (stage2[ranked[0]]["per_target"].get(t) or {}).get("fluent_success"):
+            warn(f"calibration: no candidate steers the dev prompts into '{t}' (fluent success 0 for all); no "
+                 "setting is stored for it; try other candidates or more neurons")
+            continue
+        chosen[t] = plan[ranked[0]][t]
     meta = {"sources": sources, "targets": list(targets), "split": "dev", "keep": keep, **common,
             "statistics": {"model": stats.meta.get("model"), "languages": stats.languages,
                            "n_tokens": stats.meta.get("n_tokens")}}

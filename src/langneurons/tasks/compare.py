@@ -29,7 +29,7 @@ from langneurons.identify.crane import CONTRASTS, crane
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.relevance import RelevanceStats
-from langneurons.steer.steering import steer
+from langneurons.steering.edits import steer
 from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
 
@@ -211,6 +211,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.cli.main import format_table
     from langneurons.cli.options import build_corpus, load_model_from_args, parse_languages
     from langneurons.core.distributed import is_main
+    from langneurons.core.provenance import check_same_model, model_meta
     from langneurons.data.corpus import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 
@@ -232,6 +233,9 @@ def main(args: argparse.Namespace) -> None:
     results = []
     for i, spec in enumerate([args.model, *args.transfer]):
         model, tok = load_model_from_args(args, spec)
+        if i == 0:  # the --transfer models are deliberate transfers
+            check_same_model(reference.meta.get("model"), model_meta(model), f"neuron set {args.neurons}",
+                             args.allow_other_model)
         windows = heldout_windows(tok, corpus, languages, args.max_tokens, args.window)
         results.append(compare_methods(model, sets, windows, args.batch_size, out / f"cells_{i}.jsonl", args.fresh,
                                        progress=not args.quiet))

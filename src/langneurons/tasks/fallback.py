@@ -29,8 +29,8 @@ from langneurons.core.models import model_id, model_revision
 from langneurons.core.version import __version__
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steer.generation import generate, generation_settings
-from langneurons.steer.steering import SteeringConfig
+from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.generation import generate, generation_settings
 from langneurons.tasks.lid import get_identifier
 
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"

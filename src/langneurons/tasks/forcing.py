@@ -27,14 +27,14 @@ from langneurons.cli.options import (
 )
 from langneurons.core.artifacts import atomic_path, write_json
 from langneurons.core.distributed import is_main
-from langneurons.core.errors import LangNeuronsError
+from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.models import model_id
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
 from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.generation import generate, generation_settings
-from langneurons.steer.steering import ForcingSetting, SteeringConfig
+from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.generation import generate, generation_settings
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier
 
@@ -156,6 +156,7 @@ def run_forcing(
     prompts_of = {lang: _questions(lang, split, question_set) for lang in sources}
     neuron_sets: dict[float | None, NeuronSet | None] = {None: neurons}
     jobs: list[tuple[str, str, str, int, SteeringConfig | None, float | None]] = []
+    unsourced: dict[str, dict[str, None]] = {}  # prompt language -> settings where -src deactivates nothing
     for label, per_target in plan.items():
         for target in targets:
             setting = per_target.get(target)
@@ -172,8 +173,13 @@ def run_forcing(
                 config = setting.config(source, target)
                 if chosen is not None and source in config.deactivate and _size(chosen, source) == 0:
                     config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
+                    unsourced.setdefault(source, {})[label] = None
                 for i in range(len(prompts_of[source])):
                     jobs.append((label, source, target, i, config, setting.top_rate))
+    for source, labels in unsourced.items():
+        warn(f"prompt language '{source}' has no neurons in {len(labels)} setting(s) ({', '.join(list(labels)[:3])}"
+             f"{', ...' if len(labels) > 3 else ''}), so -src deactivates nothing there; identify neurons for it "
+             "or use a larger top_rate")
     if baseline:
         jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
     outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
@@ -288,7 +294,7 @@ def main(args: argparse.Namespace) -> None:
     if not sources or not targets:
         raise LangNeuronsError("give --sources and --targets, or --stats/--neurons to take their languages")
     if args.calibrated:
-        from langneurons.steer.calibration import Calibration
+        from langneurons.steering.calibration import Calibration
 
         cal = Calibration.load(args.calibrated)
         plan: Any = {"calibrated": {t: cal.setting(t) for t in targets}}

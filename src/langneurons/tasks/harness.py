@@ -36,7 +36,7 @@ from langneurons.core.artifacts import write_json
 from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.steering import Steering, SteeringConfig, build_steering
+from langneurons.steering.edits import Steering, SteeringConfig, build_steering
 from langneurons.tasks.results import run_metadata, write_results
 
 SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*, ...): baseline vs steered"

@@ -32,7 +32,7 @@ from langneurons.core.sites import find_sites
 from langneurons.data.prompts import SPLITS, qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.steering import SteeringConfig, steer
+from langneurons.steering.edits import SteeringConfig, steer
 from langneurons.tasks.lid import _script
 from langneurons.tasks.results import run_metadata, write_results
 

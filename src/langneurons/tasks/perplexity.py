@@ -28,7 +28,7 @@ from langneurons.core.lm import mean_nll
 from langneurons.data.corpus import Corpus, heldout_windows
 from langneurons.identify import random_like
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steer.steering import DEACTIVATIONS, SteeringConfig, steer
+from langneurons.steering.edits import DEACTIVATIONS, SteeringConfig, steer
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
 
 SUMMARY = "deactivate each language's neurons: next-token loss on every language's held-out text (+ random control)"

@@ -46,8 +46,8 @@ from langneurons.core.models import model_id
 from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.generation import generate, generation_settings
-from langneurons.steer.steering import ForcingSetting, SteeringConfig
+from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.generation import generate, generation_settings
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.metrics import bleu_tokenizer, translation_scores
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
@@ -583,7 +583,7 @@ def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSettin
         return None
     deactivate = args.mode == "deactivate-source"
     if args.calibrated:
-        from langneurons.steer.calibration import Calibration
+        from langneurons.steering.calibration import Calibration
 
         cal = Calibration.load(args.calibrated)
         return {t: dataclasses.replace(cal.setting(t), deactivate_source=deactivate) for t in targets}

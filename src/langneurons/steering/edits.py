@@ -7,6 +7,7 @@ the language has neurons. Hooks live for the duration of a `with steer(...)` blo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,6 +87,9 @@ class SteeringConfig:
             raise LangNeuronsError(f"unknown steering method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.deactivation not in DEACTIVATIONS:
             raise LangNeuronsError(f"unknown deactivation {self.deactivation!r}; use one of {', '.join(DEACTIVATIONS)}")
+        for lang, strength in [*self.activate.items(), *self.deactivate.items()]:
+            if not math.isfinite(strength):
+                raise LangNeuronsError(f"strength {strength} for '{lang}': give a finite number")
         if self.layers is not None:
             start, stop = self.layers
             if not 0 <= start < stop:
@@ -440,7 +444,7 @@ def build_steering(
     and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
     """
     if calibrated is not None:
-        from langneurons.steer.calibration import Calibration
+        from langneurons.steering.calibration import Calibration
 
         if not expression or stats is None:
             raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")

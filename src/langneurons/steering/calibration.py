@@ -7,6 +7,7 @@ by successive halving: every candidate on one question per source language, then
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from langneurons.core.errors import LangNeuronsError
 from langneurons.identify import lape
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.steering import ForcingSetting, SteeringConfig
+from langneurons.steering.edits import ForcingSetting, SteeringConfig
 
 KIND = "calibration"
 
@@ -61,5 +62,36 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         data = read_json(path, KIND, missing="run `langneurons calibrate` first")
-        settings = {t: ForcingSetting.from_dict(s) for t, s in data["settings"].items()}
-        return cls(settings, data.get("scores", {}), data.get("meta", {}))
+        settings = data.get("settings")
+        if not isinstance(settings, dict) or not isinstance(data.get("scores", {}), dict) \
+                or not isinstance(data.get("meta", {}), dict):
+            raise LangNeuronsError(f"{path}: 'settings', 'scores' and 'meta' must be objects; re-run calibrate")
+        try:
+            chosen = {str(t): _setting(s) for t, s in settings.items()}
+        except (TypeError, ValueError) as e:
+            raise LangNeuronsError(f"{path}: a setting has a field of the wrong type ({e}); re-run calibrate") \
+                from None
+        return cls(chosen, data.get("scores", {}), data.get("meta", {}))
+
+
+_FIELD_TYPES = {"method": (str,), "alpha": (int, float), "top_rate": (int, float, type(None)),
+                "deactivate_source": (bool,), "value": (int, float), "layers": (list, type(None)),
+                "generated_only": (bool,)}
+
+
+def _setting(data: Any) -> ForcingSetting:
+    """A ForcingSetting from its JSON form, every field of the right type."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{data!r} is not an object")
+    for name, value in data.items():
+        types = _FIELD_TYPES.get(name)
+        if types is None:
+            raise TypeError(f"unknown field {name!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise TypeError(f"{name}={value!r}")
+    if data.get("layers") is not None and (len(data["layers"]) != 2 or
+                                           not all(isinstance(x, int) for x in data["layers"])):
+        raise TypeError(f"layers={data['layers']!r}")
+    SteeringConfig.from_expression("+x", data.get("method", "add"))  # an unknown method fails here
+    return ForcingSetting.from_dict(data)

@@ -10,15 +10,14 @@ multiply (`scale`) or overwrite (`replace`), which make a setting without an add
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from langneurons.core.artifacts import write_atomic, write_json
-from langneurons.core.errors import LangNeuronsError
-from langneurons.steer.steering import Steering, SteeringConfig
+from langneurons.core.errors import LangNeuronsError, warn
+from langneurons.steering.edits import Steering, SteeringConfig
 
 FORMATS = ("lm-eval-steer",)
 ADDITIVE = ("add", "diffmean", "residual")
@@ -64,7 +63,7 @@ def export_steering(steering: Steering, path: str | Path, fmt: str = "lm-eval-st
         raise LangNeuronsError(f"{path}: the harness reads steering files named *.pt; name the output *.pt")
     vectors, dropped = lm_eval_steer_vectors(steering)
     for what in dropped:
-        warnings.warn(f"lm-eval-steer export drops {what}", stacklevel=2)
+        warn(f"lm-eval-steer export drops {what}")
     write_atomic(path, lambda p: torch.save(vectors, p))
     from langneurons.core.models import model_id
 

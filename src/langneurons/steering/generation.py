@@ -15,7 +15,7 @@ from langneurons.core.distributed import rounds
 from langneurons.data.prompts import cut
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steer.steering import BatchSteering, Steering, SteeringConfig, SteeringTable
+from langneurons.steering.edits import BatchSteering, Steering, SteeringConfig, SteeringTable
 
 
 def generation_settings(
