@@ -50,19 +50,22 @@ def test_split_model_gives_the_unsplit_results(split):
     whole = _everything(model, tok)
     with split(model):
         parted = _everything(model, tok)
-    _assert_close(parted, whole)
+    _assert_close(parted, whole, exact=split is simulated_split)
 
 
-def _assert_close(a, b, where: str = "") -> None:
-    """Equal structure and text; numbers equal up to a split model's float rounding."""
+def _assert_close(a, b, where: str = "", exact: bool = True) -> None:
+    """Equal structure and text; numbers equal up to float rounding (on a GPU, counts of `a > 0` may also move
+    by a few where an activation sits at zero within GPU/CPU rounding)."""
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
-            _assert_close(a[k], b[k], f"{where}.{k}")
+            _assert_close(a[k], b[k], f"{where}.{k}", exact)
     elif isinstance(a, list | tuple):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            _assert_close(x, y, f"{where}[{i}]")
+            _assert_close(x, y, f"{where}[{i}]", exact)
+    elif isinstance(a, torch.Tensor) and not a.is_floating_point() and not exact:
+        assert (a.cpu() - b.cpu()).abs().max() <= 2, where
     elif isinstance(a, torch.Tensor | float):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, check_device=False, msg=where)
     else:

@@ -54,11 +54,10 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 
 MARKER = "langneurons.json"  # written last into a converted folder: its presence means the folder is complete
 _STALE_TEMP_S = 2 * 3600  # conversion leftovers older than this belong to a killed process
-_DTYPES: dict[str, torch.dtype | str] = {
+_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
-    "auto": "auto",
 }
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -84,7 +83,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, on_cuda: bool = False) -> tor
         return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
     if isinstance(dtype, str) and dtype.lower() in _DTYPES:
         return _DTYPES[dtype.lower()]
-    raise LangNeuronsError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or a torch.dtype")
+    raise LangNeuronsError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)} or a torch.dtype")
 
 
 def resolve_placement(device: str | torch.device | None, device_map: str | dict | None) -> str | dict | None:
@@ -330,8 +329,8 @@ def load_model(
     `revision`: a branch, tag or commit of a hub model.
     """
     placement = resolve_placement(device, device_map)
-    on_cuda = placement is not None and (not isinstance(placement, str) or placement in DEVICE_MAP_STRATEGIES
-                                         or placement.startswith("cuda"))
+    places = list(placement.values()) if isinstance(placement, dict) else [placement]
+    on_cuda = any(isinstance(p, int) or str(p) in DEVICE_MAP_STRATEGIES or str(p).startswith("cuda") for p in places)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, on_cuda), "trust_remote_code": trust_remote_code}
     if placement is not None:
         kwargs["device_map"] = placement
