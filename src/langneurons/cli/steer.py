@@ -183,7 +183,7 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     x.set_defaults(func=cmd_export)
 
     from langneurons.cli.main import module_help
-    from langneurons.tasks import TASKS, task_module
+    from langneurons.cli.evaluate import TASKS, task_module
 
     helps = {name: module_help(module) for name, module in TASKS.items()}
     e = sub.add_parser("evaluate", help="evaluation tasks (--list shows them)",

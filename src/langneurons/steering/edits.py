@@ -24,9 +24,8 @@ from langneurons.core.hooks import Hooks
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
+from langneurons.steering.methods import DEACTIVATIONS, METHODS
 
-METHODS = ("add", "scale", "replace", "diffmean", "residual")
-DEACTIVATIONS = ("set", "scale")
 _TERM = re.compile(r"\s*([+-])\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z][A-Za-z0-9_-]*)\s*")
 
 
