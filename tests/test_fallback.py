@@ -71,7 +71,7 @@ def test_artifacts_written(result, tmp_path):
     assert rows == result.samples
     assert paths["png"].stat().st_size > 0 and paths["svg"].stat().st_size > 0
     assert not list((tmp_path / "out").glob(".*.tmp"))
-    from langneurons.report.plots import fallback_bars  # the plot also takes the saved JSON
+    from langneurons.figures.charts import fallback_bars  # the plot also takes the saved JSON
 
     assert [p.suffix for p in fallback_bars(summary, tmp_path / "again.png")] == [".png", ".svg"]
 

@@ -11,8 +11,8 @@ import torch
 
 from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
+from langneurons.figures import neurons as figures
 from langneurons.identify.neurons import NeuronSet
-from langneurons.report import figures
 from langneurons.stats.activation import ActivationStats
 
 LANGS = ["en", "de", "ru", "zh", "sr-Latn"]

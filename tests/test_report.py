@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from langneurons.cli.main import main
+from langneurons.figures.charts import neurons_per_layer
 from langneurons.identify import lape
-from langneurons.report.plots import neurons_per_layer
 from langneurons.report.report import build_report
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.calibration import Calibration

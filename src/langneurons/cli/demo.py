@@ -47,8 +47,8 @@ def run_demo(
     from langneurons.core.models import load_model
     from langneurons.data.corpus import udhr
     from langneurons.data.prompts import questions as builtin_questions
+    from langneurons.figures.charts import neurons_per_layer
     from langneurons.identify import lape
-    from langneurons.report.plots import neurons_per_layer
     from langneurons.report.report import build_report
     from langneurons.stats.collect import collect_stats
     from langneurons.steering.calibration import Calibration

@@ -123,7 +123,7 @@ def cmd_identify(args: argparse.Namespace) -> None:
     print(format_table(neurons.summary()))
     print(f"{neurons.count()} distinct neurons; wrote {args.output}")
     if args.plot:
-        from langneurons.report.plots import neurons_per_layer
+        from langneurons.figures.charts import neurons_per_layer
 
         print("plot:", ", ".join(str(p) for p in neurons_per_layer(neurons, args.plot)))
 
@@ -211,8 +211,8 @@ def cmd_languages(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    from langneurons.figures.neurons import activation_profile, neuron_figures
     from langneurons.identify.neurons import NeuronSet
-    from langneurons.report.figures import activation_profile, neuron_figures
     from langneurons.stats.activation import ActivationStats
 
     check_output(args.output_dir, [args.neurons, args.stats], option="--output-dir", folder=True)

@@ -182,8 +182,8 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     x.add_argument("-o", "--output", default="steer.pt", help="output file (default steer.pt)")
     x.set_defaults(func=cmd_export)
 
-    from langneurons.cli.main import module_help
     from langneurons.cli.evaluate import TASKS, task_module
+    from langneurons.cli.main import module_help
 
     helps = {name: module_help(module) for name, module in TASKS.items()}
     e = sub.add_parser("evaluate", help="evaluation tasks (--list shows them)",

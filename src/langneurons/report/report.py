@@ -509,13 +509,13 @@ class _State:
 
 
 def _figs():
-    from langneurons.report import figures
+    from langneurons.figures import neurons as figures
 
     return figures
 
 
 def _plots():
-    from langneurons.report import plots
+    from langneurons.figures import charts as plots
 
     return plots
 

@@ -152,7 +152,7 @@ def selectivity_bars(results: Sequence[Mapping[str, Any]], path: str | Path) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from langneurons.report.plots import _save
+    from langneurons.figures.charts import _save
 
     fig, axes = plt.subplots(len(results), 1, figsize=(1.0 + 0.75 * (len(results[0]["languages"]) + 1),
                                                         3.6 * len(results)), squeeze=False)

@@ -57,7 +57,7 @@ class FallbackResult:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write fallback.json, fallback_samples.jsonl and fallback.png/.svg (atomically); returns the paths."""
-        from langneurons.report.plots import fallback_bars
+        from langneurons.figures.charts import fallback_bars
 
         if not is_main():  # under torchrun rank 0 writes
             return {}

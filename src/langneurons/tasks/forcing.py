@@ -86,7 +86,7 @@ class ForcingResult:
 
     def save(self, out_dir: str | Path, name: str = "forcing") -> dict[str, Path]:
         """`{name}.json` (settings + summary + cells), `{name}_samples.jsonl`, one heatmap per setting."""
-        from langneurons.report.plots import heatmap
+        from langneurons.figures.charts import heatmap
 
         if not is_main():  # under torchrun rank 0 writes
             return {}

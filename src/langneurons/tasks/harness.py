@@ -343,7 +343,7 @@ def run_lm_eval(
     result.files = {"json": write_results(out / "lm-eval.json", run_metadata(model, "lm-eval", settings),
                                           result.summary()), **{f"harness {c}": p for c, p in files.items()}}
     if result.steered:
-        from langneurons.report.plots import heatmap
+        from langneurons.figures.charts import heatmap
 
         d = result.delta()
         bound = float(np.abs(d).max()) or 1.0

@@ -105,7 +105,7 @@ class LogitLensResult:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write logit_lens.json, logit_lens_samples.jsonl and logit_lens.png/.svg (atomically); returns paths."""
-        from langneurons.report.plots import logit_lens_lines
+        from langneurons.figures.charts import logit_lens_lines
 
         if not is_main():  # under torchrun rank 0 writes
             return {}

@@ -114,7 +114,7 @@ class PerplexityResult:
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write perplexity.json, the cells JSONL (unless the run logged there) and a delta-NLL heatmap per set
         (PNG + SVG, one colour scale for all); returns the paths."""
-        from langneurons.report.plots import heatmap
+        from langneurons.figures.charts import heatmap
 
         if not is_main():  # under torchrun rank 0 writes
             return {}

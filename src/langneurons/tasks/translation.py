@@ -505,7 +505,7 @@ def _bars(summary: dict[str, Any], path: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from langneurons.report.plots import _save
+    from langneurons.figures.charts import _save
 
     names = list(summary["pairs"])
     labels = [label for label in SETTINGS if label in summary["mean"]]

@@ -1,4 +1,4 @@
-"""Analysis figures of a neuron set and of activation statistics (PNG + SVG, via `langneurons.report.plots`).
+"""Analysis figures of a neuron set and of activation statistics (PNG + SVG, via `langneurons.figures.charts`).
 
 Where language neurons sit (counts and share per layer), how the languages' sets overlap (Jaccard, ordered by
 average-linkage clustering), whether neurons specialise by script (Latin vs other scripts), the firing rate
@@ -16,8 +16,8 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from langneurons.core.errors import LangNeuronsError
+from langneurons.figures.charts import _save, heatmap, neurons_per_layer, plt
 from langneurons.identify.neurons import NeuronSet
-from langneurons.report.plots import _save, heatmap, neurons_per_layer, plt
 from langneurons.stats.activation import ActivationStats
 
 # ISO 639-1/3 codes of languages normally written in the Latin script (a tag ending in "-Latn" counts too).
