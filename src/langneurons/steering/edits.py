@@ -463,32 +463,17 @@ def build_steering(
 
 
 @contextmanager
-def steer(
-    model: nn.Module,
-    neurons: NeuronSet | None = None,
-    stats: ActivationStats | None = None,
-    expression: str | None = None,
-    *,
-    config: SteeringConfig | None = None,
-    method: str = "add",
-    alpha: float | None = None,
-    value: float = 0.0,
-    deactivation: str = "set",
-    beta: float | None = None,
-    layers: tuple[int, int] | None = None,
-    generated_only: bool = False,
-    calibrated: Any = None,
-) -> Iterator[Steering]:
+def steer(model: nn.Module, neurons: NeuronSet | None = None, stats: ActivationStats | None = None,
+          expression: str | None = None, **how: Any) -> Iterator[Steering]:
     """Edit language neurons for the duration of the block; the hooks are removed afterwards, also on error.
 
     >>> with steer(model, neurons, stats, "-en +fr", method="add", alpha=1.0):
     ...     out = model.generate(**batch)
 
-    What to edit is said as in `build_steering` (an expression, `config=`, or `calibrated=`).
+    What to edit is an expression, or `config=` a `SteeringConfig`, or `calibrated=` a calibration; `how` takes
+    the keywords of `build_steering` (method, alpha, value, deactivation, beta, layers, generated_only).
     """
-    steering = build_steering(model, neurons, stats, expression, config=config, method=method, alpha=alpha,
-                              value=value, deactivation=deactivation, beta=beta, layers=layers,
-                              generated_only=generated_only, calibrated=calibrated).attach()
+    steering = build_steering(model, neurons, stats, expression, **how).attach()
     try:
         yield steering
     finally:
