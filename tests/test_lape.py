@@ -1,5 +1,6 @@
 """LAPE against a hand-worked example and an independent pure-Python implementation."""
 
+import importlib
 import math
 import random
 
@@ -89,3 +90,19 @@ def test_frequency_contrast_and_random_control():
     rnd = random_like(ns, seed=1)
     assert torch.equal(rnd.per_layer(), ns.per_layer())
     assert torch.equal(random_like(ns, seed=1).masks, rnd.masks)
+
+
+def test_lape_at_share_is_lape_computed_once(monkeypatch):
+    lape_module = importlib.import_module("langneurons.identify.lape")  # the package exports the function lape
+
+    rng = random.Random(0)
+    stats = make_stats([[[rng.random() for _ in range(40)] for _ in range(2)] for _ in range(3)])
+    calls = []
+    real = lape_module.lape
+    monkeypatch.setattr(lape_module, "lape", lambda s, top_rate: calls.append(top_rate) or real(s, top_rate=top_rate))
+    first = lape_module.lape_at_share(stats, 0.05)
+    assert lape_module.lape_at_share(stats, 0.05) is first and calls == [0.05]
+    assert torch.equal(first.masks, real(stats, top_rate=0.05).masks)
+    other = make_stats([[[rng.random() for _ in range(40)] for _ in range(2)] for _ in range(3)])
+    lape_module.lape_at_share(other, 0.05)
+    assert calls == [0.05, 0.05]  # another statistics object is computed anew

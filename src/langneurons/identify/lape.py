@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from langneurons.core.errors import LangNeuronsError
@@ -54,3 +56,19 @@ def lape(
         filter_threshold=tau, bar_threshold=bar, selected=k,
     )
     return NeuronSet(list(stats.languages), masks, meta)
+
+
+_SHARES: dict[int, tuple[weakref.ref, dict[float, NeuronSet]]] = {}
+
+
+def lape_at_share(stats: ActivationStats, top_rate: float) -> NeuronSet:
+    """LAPE with the default thresholds at `top_rate`, computed once per statistics object and share (forcing,
+    translation and calibration ask for the same few shares many times)."""
+    key = id(stats)
+    ref, sets = _SHARES.get(key, (None, {}))
+    if ref is None or ref() is not stats:
+        sets = {}
+        _SHARES[key] = (weakref.ref(stats, lambda _ref: _SHARES.pop(key, None)), sets)
+    if top_rate not in sets:
+        sets[top_rate] = lape(stats, top_rate=top_rate)
+    return sets[top_rate]

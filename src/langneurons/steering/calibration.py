@@ -15,7 +15,7 @@ from typing import Any
 from langneurons.core.artifacts import read_json, write_json
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
-from langneurons.identify import lape
+from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import ForcingSetting, SteeringConfig
@@ -45,7 +45,7 @@ class Calibration:
             raise LangNeuronsError("calibrated steering activates exactly one language, e.g. '-en +fr'")
         target = next(iter(expression_targets))
         s = self.setting(target)
-        chosen = lape(stats, top_rate=s.top_rate) if s.top_rate is not None else neurons
+        chosen = lape_at_share(stats, s.top_rate) if s.top_rate is not None else neurons
         # as in calibration: a language without neurons at this share has nothing to deactivate
         off = [lang for lang in deactivate if chosen is None or lang not in chosen.languages or chosen.count(lang)]
         config = SteeringConfig({target: s.alpha}, dict.fromkeys(off, s.value), s.method, "set", s.layers,

@@ -30,7 +30,7 @@ from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.models import model_id
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
-from langneurons.identify import lape
+from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import ForcingSetting, SteeringConfig
@@ -165,7 +165,7 @@ def run_forcing(
             if setting.top_rate not in neuron_sets:
                 if stats is None:
                     raise LangNeuronsError("a setting with top_rate needs statistics (--stats) to run LAPE")
-                neuron_sets[setting.top_rate] = lape(stats, top_rate=setting.top_rate)
+                neuron_sets[setting.top_rate] = lape_at_share(stats, setting.top_rate)
             chosen = neuron_sets[setting.top_rate]
             if skip_unavailable and chosen is not None and _size(chosen, target) == 0:
                 continue  # this setting cannot steer towards `target`: it is not a candidate for it

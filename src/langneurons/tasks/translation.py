@@ -43,7 +43,7 @@ from langneurons.cli.options import (
 from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id
-from langneurons.identify import lape
+from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import ForcingSetting, SteeringConfig
@@ -405,7 +405,7 @@ def _neuron_sets(plan: dict[str, ForcingSetting] | None, neurons: NeuronSet | No
         if setting.top_rate not in sets:
             if stats is None:
                 raise LangNeuronsError("a setting with top_rate needs statistics (--stats) to run LAPE")
-            sets[setting.top_rate] = lape(stats, top_rate=setting.top_rate)
+            sets[setting.top_rate] = lape_at_share(stats, setting.top_rate)
     if plan is not None and any(s.top_rate is None for s in plan.values()) and neurons is None:
         raise LangNeuronsError("steering needs a neuron set (--neurons), a calibration (--calibrated) or --top-rate")
     return sets
