@@ -58,6 +58,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
             raise LangNeuronsError(f"{name} must be positive, got {value}")
     if args.relevance and (args.hidden or args.no_sq):
         raise LangNeuronsError("--hidden and --no-sq are options of activation statistics, not of --relevance")
+    if args.rule and not args.relevance:
+        raise LangNeuronsError("--rule is an option of --relevance; add --relevance or leave --rule out")
     _init_distributed()
     corpus = build_corpus(args)
     model, tok = load_model(args.model, dtype=args.dtype, device=_device(args))
@@ -66,7 +68,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
         from langneurons.identify.relevance import collect_relevance
 
         stats = collect_relevance(model, tok, corpus, max_tokens=args.max_tokens, window=args.window,
-                                  batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet)
+                                  batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet,
+                                  rule=args.rule or "grad_x_input")
     else:
         stats = collect_stats(
             model, tok, corpus, max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size or 4,
@@ -290,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--relevance", action="store_true",
                    help="collect gradient x activation relevance for the next-token predictions instead "
                         "(for identify --method crane; a forward and a backward pass through the whole model)")
+    c.add_argument("--rule", choices=["grad_x_input", "attnlrp"],
+                   help="relevance rule: gradient x input (default) or AttnLRP (Achtibat et al. 2024; Llama-, "
+                        "Qwen-, Gemma-like families)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("-o", "--output", default="stats.safetensors", help="statistics file (also the checkpoint)")
     c.set_defaults(func=cmd_collect)

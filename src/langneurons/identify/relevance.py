@@ -30,11 +30,18 @@ from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.collect import _batches, _flush, _resume, _save, _shard
 from langneurons.corpus import Corpus, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
+from langneurons.lrp import attnlrp, check_supported
 from langneurons.models import model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
 KIND = "relevance"
+RULES = {
+    "grad_x_input": "gradient x input at the down projection's input, of the summed log-probability of the actual "
+                    "next tokens",
+    "attnlrp": "AttnLRP relevance (Achtibat et al. 2024) at the down projection's input, of the summed logits of "
+               "the actual next tokens",
+}
 
 
 @dataclass
@@ -80,6 +87,11 @@ class RelevanceStats:
     def model_id(self) -> str | None:
         return self.meta.get("model", {}).get("id")
 
+    @property
+    def rule(self) -> str:
+        """The relevance rule ("grad_x_input" for files written before rules existed)."""
+        return self.meta.get("collection", {}).get("rule", "grad_x_input")
+
     def index(self, language: str) -> int:
         """Row of `language`; a clear error if these statistics do not have it."""
         if language not in self.languages:
@@ -119,6 +131,8 @@ class RelevanceStats:
             )
         if self.model_id and other.model_id and self.model_id != other.model_id:
             raise LangNeuronsError(f"cannot merge relevance of '{self.model_id}' and '{other.model_id}'")
+        if self.rule != other.rule:
+            raise LangNeuronsError(f"cannot merge relevance of rules '{self.rule}' and '{other.rule}'")
         languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
         merged = {}
         for name, mine in self.tensors().items():
@@ -210,8 +224,10 @@ class RelevanceRecorder:
     `sum_s |a * grad|` (per window in float32, across windows in float64) and drops `a`.
     """
 
-    def __init__(self, sites: NeuronSites, skip: int, exclude_target: int | None = None):
+    def __init__(self, sites: NeuronSites, skip: int, exclude_target: int | None = None,
+                 explain_logit: bool = False):
         self.sites, self.skip, self.exclude_target = sites, skip, exclude_target
+        self.explain_logit = explain_logit  # backpropagate the target logits (LRP) instead of log-probabilities
         self.acc: dict[str, torch.Tensor] = {}
         self._saved: dict[int, torch.Tensor] = {}
         self._checked = False  # the LM head reproduces the model's logits (checked on the first batch)
@@ -257,7 +273,8 @@ class RelevanceRecorder:
 
     def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the model, backward the summed log-probabilities of the actual
-        next tokens once, and record relevance; returns the number of predicted tokens.
+        next tokens (with `explain_logit`: their logits) once, and record relevance; returns the number of
+        predicted tokens.
 
         The LM head runs on `_HEAD_ELEMENTS // vocabulary` positions at a time, each chunk's backward going only
         as far as the final hidden states, so memory does not grow with window x vocabulary; then one backward
@@ -282,9 +299,11 @@ class RelevanceRecorder:
                 for start in range(0, len(targets), chunk):
                     part = slice(start, start + chunk)
                     logits = head_logits(model, flat[part]).float()
-                    lp = logits.gather(-1, targets[part, None])[:, 0] - logits.logsumexp(-1)
+                    target = logits.gather(-1, targets[part, None])[:, 0]
+                    lp = target - logits.logsumexp(-1)
                     lp = torch.where(valid[part], lp, torch.zeros_like(lp))
-                    lp.sum().backward()
+                    explained = torch.where(valid[part], target, torch.zeros_like(target)) if self.explain_logit else lp
+                    explained.sum().backward()
                     log_prob[part] = lp.detach()
                 hidden.backward(states.grad)
         finally:
@@ -314,6 +333,7 @@ def collect_relevance(
     checkpoint_every: int = 4,
     split: str = "train",
     progress: bool = True,
+    rule: str = "grad_x_input",
 ) -> RelevanceStats:
     """Relevance of every neuron for the next-token predictions on the `split` documents of each language.
 
@@ -322,7 +342,15 @@ def collect_relevance(
     window floats, hence the small default). With `checkpoint`, progress is saved there after each language and
     every `checkpoint_every` windows, and a rerun with the same arguments resumes. Under torchrun each rank takes
     every world-th window and all ranks return the summed relevance (rank 0 writes the checkpoint).
+
+    `rule`: "grad_x_input" (gradient x input of the log-probabilities, the default) or "attnlrp" (AttnLRP
+    relevance of the target logits, `langneurons.lrp`; a relevance of the gate x up product channel, which the
+    uniform rule splits half and half between the activation and the up projection).
     """
+    if rule not in RULES:
+        raise LangNeuronsError(f"unknown relevance rule '{rule}'; use one of {', '.join(RULES)}")
+    if rule == "attnlrp":
+        check_supported(model)
     if not corpus.languages:
         raise LangNeuronsError("the corpus has no languages; give at least one")
     if max_tokens is not None and max_tokens <= 0:
@@ -333,22 +361,22 @@ def collect_relevance(
     prefix = window_prefix(tokenizer)
     rank, world = _shard()
     device = model.get_input_embeddings().weight.device
-    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
+    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix), "rule": rule}
     meta = {
         "model": {"id": model_id(model), "revision": model_revision(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
         "collection": {**settings, "batch_size": batch_size, "world_size": world,
-                       "relevance": "gradient x input at the down projection's input, of the summed log-probability "
-                                    "of the actual next tokens"},
+                       "relevance": RULES[rule]},
     }
     stats = empty_relevance(corpus.languages, sites.n_layers, sites.n_neurons, meta)
     done, resume_lang, resume_windows = _resume(checkpoint, stats, settings, KIND) if checkpoint else ([], None, 0)
     group = batch_size * world
     step = group * max(1, checkpoint_every // group)
 
-    rec = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None)
-    with rec, frozen(model):
+    rec = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None,
+                            explain_logit=rule == "attnlrp")
+    with rec, frozen(model), attnlrp(model, sites) if rule == "attnlrp" else contextlib.nullcontext():
         for k, lang in enumerate(corpus.languages):
             if lang in done:
                 continue
