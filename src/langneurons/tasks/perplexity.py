@@ -85,8 +85,8 @@ def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
         )
 
 
-def _nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[float, int]:
-    """Summed next-token NLL (float64) and the number of predicted tokens of right-padded `rows`."""
+def nll_rows(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Summed next-token NLL of each of `rows` (run together, right-padded): float64 [len(rows)] on the CPU."""
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -98,24 +98,33 @@ def _nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torc
     hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
     states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
+    row_of = torch.arange(len(rows), device=device)[:, None].expand_as(keep)[keep]
     chunk = max(1, _HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    total = torch.zeros(len(rows), dtype=torch.float64, device=device)
     for start in range(0, len(targets), chunk):
         logits = head_logits(model, states[start : start + chunk]).float()
         picked = logits.gather(-1, targets[start : start + chunk, None])[:, 0]
-        total += (torch.logsumexp(logits, -1) - picked).double().sum()
-    return float(total), len(targets)
+        total.index_add_(0, row_of[start : start + chunk], (torch.logsumexp(logits, -1) - picked).double())
+    return total.cpu()
 
 
-@torch.inference_mode()
 def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
              progress: bool = False) -> dict[str, float]:
     """Mean next-token NLL per predicted token of each language's windows (padding excluded, the BOS is never a
     target). Whatever steering is active on `model` (a `steer(...)` block around the call) applies."""
+    sums = window_nll(model, windows, batch_size, progress)
+    return {lang: sum(sums[lang]) / sum(max(len(r) - 1, 0) for r in rows) for lang, rows in windows.items()}
+
+
+@torch.inference_mode()
+def window_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
+               progress: bool = False) -> dict[str, list[float]]:
+    """Summed next-token NLL of each window of each language (0 for a window with nothing to predict), as
+    `mean_nll` computes it; per-window sums let callers bootstrap over windows."""
     if batch_size <= 0:
         raise LangNeuronsError(f"batch_size must be positive, got {batch_size}")
     device = model.get_input_embeddings().weight.device
-    out: dict[str, float] = {}
+    out: dict[str, list[float]] = {}
     checked = False
     for lang, rows in windows.items():
         rows = [list(r) for r in rows]
@@ -125,14 +134,14 @@ def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int
             first = next(r for r in rows if len(r) > 1)
             check_head(model, torch.as_tensor(first[:8], dtype=torch.long, device=device)[None])
             checked = True
-        total, count = 0.0, 0
+        sums = [0.0] * len(rows)
         batches = range(0, len(rows), batch_size)
         for start in tqdm(batches, desc=f"nll {lang}", unit="batch", disable=not progress, leave=False):
-            batch = [r for r in rows[start : start + batch_size] if len(r) > 1]
-            if batch:
-                s, n = _nll_sum(model, batch, device)
-                total, count = total + s, count + n
-        out[lang] = total / count
+            index = [i for i in range(start, min(start + batch_size, len(rows))) if len(rows[i]) > 1]
+            if index:
+                for i, v in zip(index, nll_rows(model, [rows[i] for i in index], device).tolist()):
+                    sums[i] = v
+        out[lang] = sums
     return out
 
 
