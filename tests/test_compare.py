@@ -13,6 +13,7 @@ import langneurons as ln
 from langneurons.cli import main
 from langneurons.compare import compare_forcing, compare_methods, matched_sets, selectivity_bars, selectivity_table
 from langneurons.identify import collect_relevance
+from langneurons.report import build_report
 from langneurons.sites import find_sites
 from langneurons.steering import steer
 from langneurons.tasks.perplexity import heldout_windows
@@ -265,5 +266,9 @@ def test_compare_command(tmp_path, capsys):
     assert (out / "forcing_lape.json").exists()
     assert (out / "selectivity.png").exists() and (out / "selectivity.svg").exists()
     assert ln.NeuronSet.load(out / "neurons_crane-attnlrp.safetensors").meta["method"] == "crane"
+    report = build_report(out, tmp_path / "report.html")
+    md = report.markdown.read_text("utf-8")
+    assert "forcing fluent [95% CI]" in md and "crane-attnlrp" in md
+    assert report.used.get("selectivity.png") == "compare.json"
     assert main(argv) == 0  # a rerun reads every cell from the logs
     assert json.loads((out / "compare.json").read_text())["summary"]["results"][0]["methods"] == results[0]["methods"]
