@@ -252,5 +252,7 @@ def test_cli_collect_relevance_rule(tmp_path, capsys):
     assert main([*common, "--relevance", "--rule", "attnlrp"]) == 0
     assert ln.identify.RelevanceStats.load(tmp_path / "r.safetensors").rule == "attnlrp"
     capsys.readouterr()
+    assert main(["info", str(tmp_path / "r.safetensors")]) == 0
+    assert "rule attnlrp" in capsys.readouterr().out
     assert main([*common, "--rule", "attnlrp"]) == 2
     assert "--rule is an option of --relevance" in capsys.readouterr().err

@@ -150,7 +150,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     elif meta.get("kind") == "relevance" and not meta.get("incomplete"):
         from langneurons.identify.relevance import RelevanceStats
 
-        print(format_table(RelevanceStats.load(args.file).summary()))
+        rel = RelevanceStats.load(args.file)
+        print(f"rule {rel.rule}")
+        print(format_table(rel.summary()))
     elif meta.get("kind") == "neurons":
         neurons = NeuronSet.load(args.file)
         print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
