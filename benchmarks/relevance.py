@@ -5,6 +5,8 @@ Prints:
                       down projection, log-probabilities of the actual next tokens) over a plain forward through the
                       whole model (its own logits) and backward of the same summed log-probabilities down to the
                       input embeddings, parameters frozen (target >= 0.9)
+  attnlrp / plain     the same for the AttnLRP rule (norm, activation, gate/up and q/k/v hooks on top; it explains
+                      the target logits, so its head skips the log-softmax; target >= 0.8)
   relevance / train   over the same with parameter gradients (a training step without the optimizer), for context
 
 Run: python benchmarks/relevance.py [--windows 4] [--repeats 3] [--tiny]
@@ -13,12 +15,15 @@ Run: python benchmarks/relevance.py [--windows 4] [--repeats 3] [--tiny]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import statistics
 import time
 
 import torch
 
 import langneurons as ln
+from langneurons.core.lrp import attnlrp
 from langneurons.core.sites import find_sites
 from langneurons.data.corpus import pack_windows
 from langneurons.stats.relevance import RelevanceRecorder, frozen
@@ -68,9 +73,10 @@ def train_step(model, batches) -> None:
         model.zero_grad(set_to_none=True)
 
 
-def relevance(model, batches) -> None:
-    rec = RelevanceRecorder(find_sites(model), skip=1, exclude_target=None)
-    with rec, frozen(model):
+def relevance(model, batches, rule: str = "grad_x_input") -> None:
+    sites = find_sites(model)
+    rec = RelevanceRecorder(sites, skip=1, exclude_target=None, explain_logit=rule == "attnlrp")
+    with rec, frozen(model), attnlrp(model, sites) if rule == "attnlrp" else contextlib.nullcontext():
         for ids in batches:
             rec.run(model, ids)
         rec.take()
@@ -104,7 +110,8 @@ def main() -> None:
           f"{model.config.vocab_size}), {len(wins)} windows x {args.window} tokens, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
     plain(model, batches[:1])  # warm-up
-    methods = {"plain": plain, "relevance": relevance, "train": train_step}
+    methods = {"plain": plain, "relevance": relevance, "attnlrp": functools.partial(relevance, rule="attnlrp"),
+               "train": train_step}
     times: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
     for r in range(args.repeats):  # interleaved and rotated, so drifting load and order hit every method alike
@@ -115,6 +122,7 @@ def main() -> None:
         median = statistics.median(times[name])
         print(f"{name:10s} {tokens / t:8.1f} tok/s  (best of {args.repeats}; median {median:.2f} s)")
     print(f"relevance / plain = {best['plain'] / best['relevance']:.3f}   (target >= 0.9)")
+    print(f"attnlrp / plain = {best['plain'] / best['attnlrp']:.3f}   (target >= 0.8)")
     print(f"relevance / train = {best['train'] / best['relevance']:.3f}")
 
 

@@ -3,6 +3,7 @@ a seed, resumable cells, transfer to another model of the same shape, and the `c
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +14,15 @@ from langneurons.cli.main import main
 from langneurons.core.sites import find_sites
 from langneurons.data.corpus import heldout_windows
 from langneurons.identify import collect_relevance
+from langneurons.report.report import build_report
 from langneurons.steering.edits import steer
-from langneurons.tasks.compare import compare_methods, matched_sets, selectivity_bars, selectivity_table
+from langneurons.tasks.compare import (
+    compare_forcing,
+    compare_methods,
+    matched_sets,
+    selectivity_bars,
+    selectivity_table,
+)
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 LANGS = ["en", "de", "ru"]
@@ -77,7 +85,7 @@ def hand_nll(model, rows, zero: torch.Tensor | None) -> float:
 def test_losses_and_selectivity_match_a_hand_computation(setup):
     model, _, stats, relevance, reference, windows = setup
     sets = matched_sets(reference, stats, relevance, seed=0)
-    assert list(sets) == ["lape", "crane", "frequency", "random"]
+    assert list(sets) == ["lape", "crane-grad_x_input", "frequency", "random"]
     result = compare_methods(model, sets, windows, batch_size=2)
     base = {y: hand_nll(model, windows[y], None) for y in LANGS}
     for y in LANGS:
@@ -122,7 +130,7 @@ def test_deterministic_under_a_seed_and_resumable(setup, tmp_path):
     assert len(lines) == conditions * len(LANGS)
     # a rerun measures nothing again: every cell comes from the log (a poisoned cell shows through)
     rows = [json.loads(line) for line in lines]
-    rows[0]["nll"] += 1.0
+    rows[0]["windows"][0] += first["tokens"][rows[0]["language"]]  # the language's mean loss + 1
     (tmp_path / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     again = compare_methods(model, matched_sets(reference, stats, relevance, seed=3), windows,
                             log_path=tmp_path / "cells.jsonl")
@@ -132,7 +140,7 @@ def test_deterministic_under_a_seed_and_resumable(setup, tmp_path):
     mixed = compare_methods(model, other, windows, log_path=tmp_path / "cells.jsonl")
     new = (tmp_path / "cells.jsonl").read_text().splitlines()[before:]
     assert {json.loads(line)["set"] for line in new} == {"random"}
-    assert mixed["methods"]["crane"] == again["methods"]["crane"]
+    assert mixed["methods"]["crane-grad_x_input"] == again["methods"]["crane-grad_x_input"]
     with pytest.raises(ln.LangNeuronsError, match="other settings"):
         shorter = {y: [w[:-1] for w in ws] for y, ws in windows.items()}  # other text: cells are not reusable
         compare_methods(model, other, shorter, log_path=tmp_path / "cells.jsonl")
@@ -146,15 +154,84 @@ def test_transfer_to_a_model_of_the_same_shape(setup, tmp_path):
     on_sibling = compare_methods(sibling, sets, windows)
     assert on_sibling["model"] == "tiny-llama-1" and on_base["model"] == "tiny-llama-0"
     assert on_sibling["baseline"] != on_base["baseline"]
-    x = next(x for x in LANGS if sets["crane"].count(x) > 0)
-    expected = hand_nll(sibling, windows["en"], sets["crane"].mask(x)) - hand_nll(sibling, windows["en"], None)
-    assert on_sibling["methods"]["crane"]["delta"][x]["en"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    crane_set = sets["crane-grad_x_input"]
+    x = next(x for x in LANGS if crane_set.count(x) > 0)
+    expected = hand_nll(sibling, windows["en"], crane_set.mask(x)) - hand_nll(sibling, windows["en"], None)
+    assert on_sibling["methods"]["crane-grad_x_input"]["delta"][x]["en"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     files = selectivity_bars([on_base, on_sibling], tmp_path / "sel.png")
     assert [f.suffix for f in files] == [".png", ".svg"] and all(f.stat().st_size > 0 for f in files)
     shallow = make_tiny("llama")
     shallow.model.layers = shallow.model.layers[:1]
     with pytest.raises(ln.LangNeuronsError, match=r"set 'lape'.*does not fit"):
         compare_methods(shallow, sets, windows)
+
+
+def test_bootstrap_intervals_match_a_hand_loop(setup):
+    """The intervals are percentiles over replicates that resample each language's windows (the same draws for
+    every condition); recomputed here replicate by replicate from per-window losses measured by hand."""
+    model, _, _, _, _, windows = setup
+    reference = ln.NeuronSet(LANGS, torch.rand(3, 2, 48, generator=torch.Generator().manual_seed(0)) < 0.3)
+    sets = {"lape": reference}  # a dense set: large loss increases, selectivity defined in many replicates
+    replicates, seed = 200, 5
+    result = compare_methods(model, sets, windows, batch_size=3, replicates=replicates, seed=seed)
+    masked = [x for x in LANGS if reference.count(x) > 0]
+
+    def per_window(zero):
+        return {y: [hand_nll(model, [w], zero) * (len(w) - 1) for w in windows[y]] for y in LANGS}
+
+    base = per_window(None)
+    cond = {x: per_window(reference.mask(x)) for x in masked}
+    rng = np.random.default_rng(seed)
+    draws = {y: rng.integers(0, len(windows[y]), size=(replicates, len(windows[y]))) for y in LANGS}
+    sel = {x: [] for x in masked}
+    means, pooled = [], []
+    for b in range(replicates):
+        def mean(sums, y, b=b):
+            idx = draws[y][b]
+            return sum(sums[y][i] for i in idx) / sum(len(windows[y][i]) - 1 for i in idx)
+
+        own, others = {}, {}
+        for x in masked:
+            delta = {y: mean(cond[x], y) - mean(base, y) for y in LANGS}
+            own[x], others[x] = delta[x], sum(delta[y] for y in LANGS if y != x) / (len(LANGS) - 1)
+            sel[x].append(own[x] / others[x] if others[x] > 0 else np.nan)
+        defined = [sel[x][-1] for x in masked if not np.isnan(sel[x][-1])]
+        means.append(sum(defined) / len(defined) if defined else np.nan)
+        den = sum(others.values()) / len(masked)
+        pooled.append(sum(own.values()) / len(masked) / den if den > 0 else np.nan)
+
+    def pct(values):
+        v = np.array(values)
+        v = v[~np.isnan(v)]
+        return None if v.size < replicates / 2 else list(np.percentile(v, [2.5, 97.5]))
+
+    ci = result["methods"]["lape"]["ci"]
+    for got, expected in [(ci["mean_selectivity"], pct(means)), (ci["ratio"], pct(pooled)),
+                          *[(ci["selectivity"][x], pct(sel[x])) for x in masked]]:
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert got == pytest.approx(expected, rel=1e-2, abs=1e-2)  # ratios of small float32 differences
+    assert any(v is not None for v in ci["selectivity"].values())
+
+
+def test_forcing_per_set(setup, tmp_path):
+    """Each set forces `-src +tgt` on the same questions; success counts only off-diagonal prompts."""
+    model, tok, stats, _, reference, _ = setup
+    sets = {"lape": reference, "random": ln.random_like(reference, 0)}
+    result = compare_forcing(model, tok, sets, stats, LANGS, n_questions=2, max_new_tokens=4, identifier="script",
+                             replicates=100, out_dir=tmp_path)
+    for name, s in sets.items():
+        f = result["methods"][name]
+        targets = [t for t in LANGS if s.count(t) > 0]
+        assert f["targets"] == sorted(targets) and f["prompts"] == len(targets) * (len(LANGS) - 1) * 2
+        samples = [json.loads(line) for line in (tmp_path / f"forcing_{name}_samples.jsonl").read_text().splitlines()]
+        off = [r for r in samples if r["source"] != r["target"]]
+        assert f["fluent_success"] == pytest.approx(sum(r["fluent_success"] for r in off) / len(off), abs=1e-4)
+        lo, hi = f["ci"]["fluent_success"]
+        assert lo <= f["fluent_success"] + 1e-9 and f["fluent_success"] <= hi + 1e-9
+        assert all(r["steering"] and "-" in json.dumps(r["steering"]) for r in off)
+    with pytest.raises(ln.LangNeuronsError, match="n_questions must be positive"):
+        compare_forcing(model, tok, sets, stats, LANGS, n_questions=0)
 
 
 def test_compare_command(tmp_path, capsys):
@@ -169,22 +246,35 @@ def test_compare_command(tmp_path, capsys):
               "--window", "16", "--quiet"]
     assert main(["collect", *common, "--max-tokens", "90", "-o", str(tmp_path / "s.safetensors")]) == 0
     assert main(["collect", "--relevance", *common, "--max-tokens", "90", "-o", str(tmp_path / "r.safetensors")]) == 0
+    assert main(["collect", "--relevance", "--rule", "attnlrp", *common, "--max-tokens", "90",
+                 "-o", str(tmp_path / "lrp.safetensors")]) == 0
     assert main(["identify", str(tmp_path / "s.safetensors"), "--top-rate", "0.1", "--filter-rate", "0.5",
                  "--bar-rate", "0.5", "-o", str(tmp_path / "n.safetensors")]) == 0
     out = tmp_path / "cmp"
     argv = ["compare", *common, "--neurons", str(tmp_path / "n.safetensors"),
             "--stats", str(tmp_path / "s.safetensors"), "--relevance", str(tmp_path / "r.safetensors"),
-            "--transfer", str(tmp_path / "chat"), "--max-tokens", "45", "--output-dir", str(out)]
+            str(tmp_path / "lrp.safetensors"), "--transfer", str(tmp_path / "chat"), "--max-tokens", "45",
+            "--output-dir", str(out), "--forcing-questions", "1", "--max-new-tokens", "4", "--identifier", "script",
+            "--replicates", "200"]
     capsys.readouterr()
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "selectivity on" in printed and "(transfer)" in printed and "crane" in printed
+    assert "selectivity and forcing on" in printed and "(transfer)" in printed and "crane-attnlrp" in printed
+    assert "forcing fluent [95% CI]" in printed and "mean [95% CI]" in printed
     data = json.loads((out / "compare.json").read_text())
     assert data["kind"] == "results" and data["task"] == "compare"
     results = data["summary"]["results"]
     assert [r["transfer"] for r in results] == [False, True]
-    assert set(results[0]["methods"]) == {"lape", "crane", "frequency", "random"}
+    sets = {"lape", "crane-grad_x_input", "crane-attnlrp", "frequency", "random"}
+    assert set(results[0]["methods"]) == sets and "forcing" not in results[1]
+    forcing = results[0]["forcing"]["methods"]
+    assert set(forcing) <= sets and all(0 <= f["fluent_success"] <= 1 for f in forcing.values())
+    assert (out / "forcing_lape.json").exists()
     assert (out / "selectivity.png").exists() and (out / "selectivity.svg").exists()
-    assert ln.NeuronSet.load(out / "neurons_crane.safetensors").meta["method"] == "crane"
+    assert ln.NeuronSet.load(out / "neurons_crane-attnlrp.safetensors").meta["method"] == "crane"
+    report = build_report(out, tmp_path / "report.html")
+    md = report.markdown.read_text("utf-8")
+    assert "forcing fluent \\[95% CI\\]" in md and "crane-attnlrp" in md  # Markdown escapes the brackets
+    assert report.used.get("selectivity.png") == "compare.json"
     assert main(argv) == 0  # a rerun reads every cell from the logs
     assert json.loads((out / "compare.json").read_text())["summary"]["results"][0]["methods"] == results[0]["methods"]

@@ -68,6 +68,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
     if args.relevance and (args.hidden or args.no_sq):
         raise LangNeuronsError("--hidden and --no-sq are options of activation statistics, not of --relevance")
+    if args.rule and not args.relevance:
+        raise LangNeuronsError("--rule is an option of --relevance; add --relevance or leave --rule out")
     texts = list(parse_mapping(args.corpus).values()) if "=" in args.corpus else []
     check_output(args.output, texts, kind="relevance" if args.relevance else "stats")
     corpus = build_corpus(args)
@@ -82,7 +84,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
         from langneurons.stats.relevance import collect_relevance
 
         stats = collect_relevance(model, tok, corpus, max_tokens=args.max_tokens, window=args.window,
-                                  batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet)
+                                  batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet,
+                                  rule=args.rule or "grad_x_input")
     else:
         stats = collect_stats(
             model, tok, corpus, max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size or 4,
@@ -178,6 +181,7 @@ def cmd_info(args: argparse.Namespace) -> None:
             rows = stats_rows(langs, t["n_tokens"], t["over_zero"], t["sum"])
         elif kind == "relevance":
             rows = relevance_rows(langs, t["n_tokens"], t["log_prob"], t["relevance"], t["abs_relevance"])
+            print(f"rule {meta.get('collection', {}).get('rule', 'grad_x_input')}")
         else:
             rows = neuron_rows(langs, t["masks"])
             print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
@@ -363,6 +367,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--relevance", action="store_true",
                    help="collect gradient x activation relevance for the next-token predictions instead "
                         "(for identify --method crane; a forward and a backward pass through the whole model)")
+    c.add_argument("--rule", choices=["grad_x_input", "attnlrp"],
+                   help="relevance rule: gradient x input (default) or AttnLRP (Achtibat et al. 2024; Llama-, "
+                        "Qwen-, Gemma-like families)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("-o", "--output", default="stats.safetensors", help="statistics file (also the checkpoint)")
     c.set_defaults(func=cmd_collect)

@@ -49,8 +49,8 @@ def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
         )
 
 
-def nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[float, int]:
-    """Summed next-token NLL (float64) and the number of predicted tokens of right-padded `rows`."""
+def nll_rows(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Summed next-token NLL of each of `rows` (run together, right-padded): float64 [len(rows)] on the CPU."""
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -64,24 +64,34 @@ def nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch
     states = hidden[:, :-1][keep.to(hidden.device)]  # the last layer's device (a split model's last GPU)
     head = model.get_output_embeddings().weight
     targets = ids[:, 1:][keep].to(head.device)  # meet the logits where the LM head makes them
+    row_of = torch.arange(len(rows))[:, None].expand_as(keep)[keep].to(head.device)
     chunk = max(1, HEAD_ELEMENTS // head.shape[0])
-    total = torch.zeros((), dtype=torch.float64, device=head.device)
+    total = torch.zeros(len(rows), dtype=torch.float64, device=head.device)
     for start in range(0, len(targets), chunk):
         logits = head_logits(model, states[start : start + chunk]).float()
         picked = logits.gather(-1, targets[start : start + chunk, None])[:, 0]
-        total += (torch.logsumexp(logits, -1) - picked).double().sum()
-    return float(total), len(targets)
+        total.index_add_(0, row_of[start : start + chunk], (torch.logsumexp(logits, -1) - picked).double())
+    return total.cpu()
 
 
-@torch.inference_mode()
 def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
              progress: bool = False) -> dict[str, float]:
     """Mean next-token NLL per predicted token of each language's windows (padding excluded, the BOS is never a
     target). Whatever steering is active on `model` (a `steer(...)` block around the call) applies."""
+    sums = window_nll(model, windows, batch_size, progress)
+    return {lang: sum(sums[lang]) / sum(max(len(r) - 1, 0) for r in rows) for lang, rows in windows.items()}
+
+
+@torch.inference_mode()
+def window_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
+               progress: bool = False) -> dict[str, list[float]]:
+    """Summed next-token NLL of each window of each language (0 for a window with nothing to predict), as
+    `mean_nll` computes it; per-window sums let callers bootstrap over windows. Under torchrun the batches are
+    split over ranks and every rank gets all sums."""
     if batch_size <= 0:
         raise LangNeuronsError(f"batch_size must be positive, got {batch_size}")
     device = model.get_input_embeddings().weight.device
-    out: dict[str, float] = {}
+    out: dict[str, list[float]] = {}
     checked = False
     for lang, rows in windows.items():
         rows = [list(r) for r in rows]
@@ -91,15 +101,16 @@ def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int
             first = next(r for r in rows if len(r) > 1)
             check_head(model, torch.as_tensor(first[:8], dtype=torch.long, device=device)[None])
             checked = True
-        batches = [batch for start in range(0, len(rows), batch_size)
-                   if (batch := [r for r in rows[start : start + batch_size] if len(r) > 1])]
-        total, count = 0.0, 0
+        batches = [index for start in range(0, len(rows), batch_size)
+                   if (index := [i for i in range(start, min(start + batch_size, len(rows))) if len(rows[i]) > 1])]
+        sums = [0.0] * len(rows)
         bar = tqdm(total=len(batches), desc=f"nll {lang}", unit="batch", disable=not progress, leave=False)
-        # under torchrun the batches are split over ranks; sums are added in batch order, as in one process
-        for done in rounds(batches, lambda batch: nll_sum(model, batch, device)):
-            for _, (s, n) in done:
-                total, count = total + s, count + n
+        score = lambda index, rows=rows: nll_rows(model, [rows[i] for i in index], device).tolist()  # noqa: E731
+        for done in rounds(batches, score):
+            for index, values in done:
+                for i, v in zip(index, values):
+                    sums[i] = v
             bar.update(len(done))
         bar.close()
-        out[lang] = total / count
+        out[lang] = sums
     return out

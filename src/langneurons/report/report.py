@@ -485,6 +485,21 @@ class _State:
         if not self._found_figures(doc, item, {"fallback": "Share of output languages per deactivation step."}):
             self._figures(doc, item, {"fallback": lambda out: _plots().fallback_bars(data, out)})
 
+    def _compare(self, doc: _Doc, item: _Item) -> None:
+        """`langneurons compare`: the table of each evaluated model, then the bar plot saved beside it."""
+        from langneurons.tasks.compare import selectivity_table
+
+        for result in item.data["summary"].get("results", []):
+            rows = selectivity_table(result)
+            role = " (transfer)" if result.get("transfer") else ""
+            doc.table(list(rows[0]) if rows else ["set"], [list(r.values()) for r in rows],
+                      f"Masking selectivity per language (own / others' loss increase) on {result.get('model')}{role}"
+                      f"{' and forcing fluent success of -src +tgt' if result.get('forcing') else ''}; "
+                      "95% bootstrap intervals over held-out windows and prompts.")
+        for path in [p for p in self.pngs if p.parent == item.path.parent and p.stem == "selectivity"]:
+            self._place_figure(doc, self.pngs.pop(path), "Masking selectivity per language and set (log scale; 1: "
+                               "not selective) and forcing fluent success per set, with 95% intervals.", item.rel)
+
     def _results(self, doc: _Doc, item: _Item) -> None:
         data = item.data
         model = data.get("model") or {}
@@ -495,6 +510,9 @@ class _State:
                    "Settings.")
         doc.fields(data.get("versions") or {}, "Versions.")
         doc.heading(4, "Summary")
+        if data.get("task") == "compare":
+            self._compare(doc, item)
+            return
         matrices: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
         _generic(doc, data["summary"], 5, "", matrices)
         self._attach_samples(doc, item)

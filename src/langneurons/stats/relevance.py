@@ -29,6 +29,7 @@ from langneurons.core.checks import check_window
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
 from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
+from langneurons.core.lrp import attnlrp, check_supported
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, window_prefix
 from langneurons.stats.collect import (
@@ -39,6 +40,12 @@ from langneurons.stats.collect import (
 from langneurons.stats.sums import PER_LANGUAGE, PER_NEURON, LanguageSums
 
 KIND = "relevance"
+RULES = {
+    "grad_x_input": "gradient x input at the down projection's input, of the summed log-probability of the actual "
+                    "next tokens",
+    "attnlrp": "AttnLRP relevance (Achtibat et al. 2024) at the down projection's input, of the summed logits of "
+               "the actual next tokens",
+}
 
 
 @dataclass
@@ -73,6 +80,16 @@ class RelevanceStats(LanguageSums):
     def mean_nll(self) -> torch.Tensor:
         """Mean next-token loss (nats) of each language's text: [K]."""
         return -self._per_token(self.log_prob)
+
+    @property
+    def rule(self) -> str:
+        """The relevance rule ("grad_x_input" for files written before rules existed)."""
+        return self.meta.get("collection", {}).get("rule", "grad_x_input")
+
+    def __add__(self, other: RelevanceStats) -> RelevanceStats:
+        if self.rule != other.rule:
+            raise LangNeuronsError(f"cannot merge relevance of rules '{self.rule}' and '{other.rule}'")
+        return super().__add__(other)
 
     def _summary_columns(self) -> dict[str, torch.Tensor]:
         """Mean next-token loss, and relevance per token summed over all neurons."""
@@ -111,8 +128,10 @@ class RelevanceRecorder:
     `sum_s |a * grad|` (per window in float32, across windows in float64) and drops `a`.
     """
 
-    def __init__(self, sites: NeuronSites, skip: int, exclude_target: int | None = None):
+    def __init__(self, sites: NeuronSites, skip: int, exclude_target: int | None = None,
+                 explain_logit: bool = False):
         self.sites, self.skip, self.exclude_target = sites, skip, exclude_target
+        self.explain_logit = explain_logit  # backpropagate the target logits (LRP) instead of log-probabilities
         self.acc: dict[str, torch.Tensor] = {}
         self._saved: dict[int, torch.Tensor] = {}
         self._checked = False  # the LM head reproduces the model's logits (checked on the first batch)
@@ -156,7 +175,8 @@ class RelevanceRecorder:
 
     def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the model, backward the summed log-probabilities of the actual
-        next tokens once, and record relevance; returns the number of predicted tokens.
+        next tokens (with `explain_logit`: their logits) once, and record relevance; returns the number of
+        predicted tokens.
 
         The LM head runs on `HEAD_ELEMENTS // vocabulary` positions at a time, each chunk's backward going only
         as far as the final hidden states, so memory does not grow with window x vocabulary; then one backward
@@ -181,9 +201,11 @@ class RelevanceRecorder:
                 for start in range(0, len(targets), chunk):
                     part = slice(start, start + chunk)
                     logits = head_logits(model, flat[part]).float()
-                    lp = logits.gather(-1, targets[part, None])[:, 0] - logits.logsumexp(-1)
+                    target = logits.gather(-1, targets[part, None])[:, 0]
+                    lp = target - logits.logsumexp(-1)
                     lp = torch.where(valid[part], lp, torch.zeros_like(lp))
-                    lp.sum().backward()
+                    explained = torch.where(valid[part], target, torch.zeros_like(target)) if self.explain_logit else lp
+                    explained.sum().backward()
                     log_prob[part] = lp.detach()
                 hidden.backward(states.grad)
         finally:
@@ -213,6 +235,7 @@ def collect_relevance(
     checkpoint_every: int = 4,
     split: str = "train",
     progress: bool = True,
+    rule: str = "grad_x_input",
 ) -> RelevanceStats:
     """Relevance of every neuron for the next-token predictions on the `split` documents of each language.
 
@@ -221,18 +244,25 @@ def collect_relevance(
     window floats, hence the small default). With `checkpoint`, progress is saved there after each language and
     every `checkpoint_every` windows, and a rerun with the same arguments resumes. Under torchrun each rank takes
     every world-th window and all ranks return the summed relevance (rank 0 writes the checkpoint).
+
+    `rule`: "grad_x_input" (gradient x input of the log-probabilities, the default) or "attnlrp" (AttnLRP
+    relevance of the target logits, `langneurons.core.lrp`; a relevance of the gate x up product channel, which
+    the uniform rule splits half and half between the activation and the up projection).
     """
+    if rule not in RULES:
+        raise LangNeuronsError(f"unknown relevance rule '{rule}'; use one of {', '.join(RULES)}")
+    if rule == "attnlrp":
+        check_supported(model)
     check_collection(corpus, max_tokens, batch_size, checkpoint_every)
     check_window(model, window)
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
-    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
-    meta = collection_meta(model, sites, corpus, settings, batch_size,
-                           relevance="gradient x input at the down projection's input, of the summed log-probability "
-                                     "of the actual next tokens")
+    settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix), "rule": rule}
+    meta = collection_meta(model, sites, corpus, settings, batch_size, relevance=RULES[rule])
     relevance = empty_relevance(corpus.languages, sites.n_layers, sites.n_neurons, meta)
-    recorder = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None)
-    with frozen(model):
+    recorder = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None,
+                                 explain_logit=rule == "attnlrp")
+    with frozen(model), attnlrp(model, sites) if rule == "attnlrp" else contextlib.nullcontext():
         return run_collection(model, tokenizer, corpus, recorder, relevance, settings, batch_size=batch_size,
                               checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                               desc="relevance")

@@ -1,11 +1,13 @@
-"""Compare identification methods by masking: neuron sets of equal size, selectivity per language.
+"""Compare identification methods: neuron sets of equal size, masking selectivity and language forcing.
 
-For each set (e.g. LAPE, CRANE, the activation-frequency baseline, random neurons per layer) and each language X,
-X's neurons are zeroed and the mean next-token loss is measured on the held-out text of every language.
-Selectivity of X = loss increase on X / mean increase on the other languages (None unless that mean is
-positive); the pooled ratio = mean increase on the own language / mean increase on the others over all X.
-The same sets can be applied to another model of the same shape (e.g. a base model's neurons on its chat
-sibling) to see whether they transfer.
+For each set (e.g. LAPE, CRANE per relevance rule, the activation-frequency baseline, random neurons per layer)
+and each language X, X's neurons are zeroed and the mean next-token loss is measured on the held-out text of
+every language. Selectivity of X = loss increase on X / mean increase on the other languages (None unless that
+mean is positive); the pooled ratio = mean increase on the own language / mean increase on the others over all X.
+Forcing: the fluent success of `-src +tgt` (deactivate the prompt language's neurons, add the target's mean
+activations) with each set on the same questions. Every figure has a 95% percentile-bootstrap interval over the
+held-out windows (masking) or the prompts (forcing). The same sets can be applied to another model of the same
+shape (e.g. a base model's neurons on its chat sibling) to see whether they transfer.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from langneurons.core.errors import LangNeuronsError
-from langneurons.core.lm import mean_nll
+from langneurons.core.lm import window_nll
 from langneurons.core.models import model_id
 from langneurons.identify import frequency_contrast, random_like
 from langneurons.identify.crane import CONTRASTS, crane
@@ -30,23 +33,30 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.relevance import RelevanceStats
 from langneurons.steering.edits import steer
+from langneurons.tasks import bootstrap
 from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
 
 KEYS = ("set", "digest", "deactivated", "language")
+# the CRANE paper's languages en, zh and vi: the embedded demo's ten languages plus Vietnamese
+LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko", "vi"]
 
 
 def matched_sets(reference: NeuronSet, stats: ActivationStats | None = None,
-                 relevance: RelevanceStats | None = None, seed: int = 0, contrast: str = "margin",
-                 random: bool = True) -> dict[str, NeuronSet]:
+                 relevance: RelevanceStats | Sequence[RelevanceStats] = (), seed: int = 0,
+                 contrast: str = "margin", random: bool = True) -> dict[str, NeuronSet]:
     """Sets with `reference`'s number of neurons per language: the reference itself (named by its method), CRANE
-    from `relevance`, the frequency contrast from `stats` and random neurons per layer (`seed`), each over the
-    reference's languages. A method may select fewer neurons when fewer have a positive contrast."""
+    from each relevance (named `crane-<rule>`, e.g. crane-attnlrp and crane-grad_x_input), the frequency contrast
+    from `stats` and random neurons per layer (`seed`), each over the reference's languages. A method may select
+    fewer neurons when fewer have a positive contrast."""
     languages = list(reference.languages)
     sizes = {lang: reference.count(lang) for lang in languages}
     sets = {str(reference.meta.get("method") or "reference"): reference}
-    if relevance is not None:
-        sets["crane"] = crane(relevance.select(languages), per_language=sizes, contrast=contrast)
+    for rel in [relevance] if isinstance(relevance, RelevanceStats) else relevance:
+        name = f"crane-{rel.rule}"
+        if name in sets:
+            raise LangNeuronsError(f"two relevance files of rule '{rel.rule}'; give one per rule")
+        sets[name] = crane(rel.select(languages), per_language=sizes, contrast=contrast)
     if stats is not None:
         sets["frequency"] = frequency_contrast(stats.select(languages), sizes)
     if random:
@@ -69,15 +79,19 @@ def compare_methods(
     log_path: str | Path | None = None,
     fresh: bool = False,
     progress: bool = False,
+    replicates: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Mask each language's neurons of each set in turn and measure the next-token loss on every language.
 
     `windows`: token windows per evaluated language (`tasks.perplexity.heldout_windows`). Each set is masked
     with `steer(model, set, None, "-X")` (neurons set to 0) for every evaluated language X it has neurons for.
-    With `log_path`, every measured cell is appended there (with a digest of its set's masks) and a rerun skips
-    the cells of unchanged sets, also when sets are added (`fresh`: start over).
+    With `log_path`, every measured cell (with its per-window losses) is appended there (with a digest of its
+    set's masks) and a rerun skips the cells of unchanged sets, also when sets are added (`fresh`: start over).
     Returns the baseline loss, and per set its sizes, loss increases {X: {Y: delta}}, the `matrix_summary` of
-    those (selectivity per language, pooled `ratio`) and `mean_selectivity` (mean over languages that have one).
+    those (selectivity per language, pooled `ratio`), `mean_selectivity` (mean over languages that have one)
+    and `ci`: 95% bootstrap intervals of the selectivities, their mean and the pooled ratio, from `replicates`
+    resamplings (`seed`) of each language's windows, the same for every set and condition.
     """
     languages = list(windows)
     if not languages:
@@ -89,7 +103,8 @@ def compare_methods(
             neurons.check_model(model)
         except LangNeuronsError as e:
             raise LangNeuronsError(f"set '{name}': {e}") from None
-    tokens = {y: sum(max(len(w) - 1, 0) for w in rows) for y, rows in windows.items()}
+    counts = {y: np.array([max(len(w) - 1, 0) for w in rows], dtype=float) for y, rows in windows.items()}
+    tokens = {y: int(c.sum()) for y, c in counts.items()}
     conditions: list[tuple[str, str | None]] = [("baseline", None)]
     conditions += [(name, x) for name, s in sets.items() for x in languages if x in s.languages and s.count(x) > 0]
     digests = {"baseline": "", **{name: _digest(s.languages, s.masks) for name, s in sets.items()}}
@@ -98,24 +113,33 @@ def compare_methods(
         settings = {"model": model_id(model), "dtype": str(next(model.parameters()).dtype),
                     "windows": _digest([(y, [list(w) for w in rows]) for y, rows in windows.items()])}
         log = SampleLog(log_path, KEYS, settings, fresh)
-    cells = {(c["set"], c["deactivated"], c["language"]): c["nll"] for c in (log or [])
-             if digests.get(c["set"]) == c["digest"]}
+    cells = {(c["set"], c["deactivated"], c["language"]): np.array(c["windows"]) for c in (log or [])
+             if digests.get(c["set"]) == c["digest"] and "windows" in c}
     start = time.perf_counter()
     for name, x in tqdm(conditions, desc="compare", unit="condition", disable=not progress):
         todo = [y for y in languages if (name, x, y) not in cells]
         if not todo:
             continue
         with steer(model, sets[name], None, f"-{x}") if x else contextlib.nullcontext():
-            nll = mean_nll(model, {y: windows[y] for y in todo}, batch_size)
-        rows = [{"set": name, "digest": digests[name], "deactivated": x, "language": y, "nll": nll[y]} for y in todo]
+            sums = window_nll(model, {y: windows[y] for y in todo}, batch_size)
+        rows = [{"set": name, "digest": digests[name], "deactivated": x, "language": y,
+                 "nll": sum(sums[y]) / tokens[y], "windows": sums[y]} for y in todo]
         if log is not None:
             log.add(rows)
-        cells.update({(name, x, y): nll[y] for y in todo})
-    baseline = {y: cells[("baseline", None, y)] for y in languages}
+        cells.update({(name, x, y): np.array(sums[y]) for y in todo})
+    nll = {key: float(v.sum()) / tokens[key[2]] for key, v in cells.items()}
+    baseline = {y: nll[("baseline", None, y)] for y in languages}
+    rng = np.random.default_rng(seed)
+    draws = {y: bootstrap.resample(len(windows[y]), replicates, rng) for y in languages}
+
+    def resampled(name: str, x: str | None, y: str) -> np.ndarray:
+        return cells[(name, x, y)][draws[y]].sum(1) / counts[y][draws[y]].sum(1).clip(min=1)
+
+    base_b = {y: resampled("baseline", None, y) for y in languages}
     methods = {}
     for name, s in sets.items():
         masked = [x for n, x in conditions if n == name]
-        delta = {x: {y: cells[(name, x, y)] - baseline[y] for y in languages} for x in masked}
+        delta = {x: {y: nll[(name, x, y)] - baseline[y] for y in languages} for x in masked}
         summary = matrix_summary(delta) if delta else {"per_language": {}}
         ratios = [p["selectivity"] for p in summary["per_language"].values() if p["selectivity"] is not None]
         methods[name] = {
@@ -123,55 +147,159 @@ def compare_methods(
             "sizes": {x: s.count(x) if x in s.languages else 0 for x in languages},
             "delta": delta, **summary,
             "mean_selectivity": sum(ratios) / len(ratios) if ratios else None,
+            "ci": _selectivity_ci({x: {y: resampled(name, x, y) - base_b[y] for y in languages} for x in masked}),
         }
     return {"model": model_id(model), "languages": languages, "tokens": tokens, "baseline": baseline,
-            "methods": methods, "seconds": round(time.perf_counter() - start, 2)}
+            "methods": methods, "replicates": replicates, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _selectivity_ci(delta: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """Intervals from bootstrap replicates of the loss increases {X: {Y: [replicates]}}: selectivity per X,
+    its mean over X (over the X where a replicate defines it) and the pooled ratio."""
+    if not delta:
+        return {"selectivity": {}, "mean_selectivity": None, "ratio": None}
+    own = {x: row[x] for x, row in delta.items()}
+    others = {x: np.mean([v for y, v in row.items() if y != x] or [np.full_like(own[x], np.nan)], axis=0)
+              for x, row in delta.items()}
+    selectivity = {x: bootstrap.ratio(own[x], others[x]) for x in delta}
+    stacked = np.stack(list(selectivity.values()))
+    defined = ~np.isnan(stacked)
+    mean = np.where(defined.any(0), np.nansum(stacked, 0) / defined.sum(0).clip(min=1), np.nan)
+    pooled = bootstrap.ratio(np.mean(list(own.values()), 0), np.mean(list(others.values()), 0))
+    return {"selectivity": {x: bootstrap.interval(v) for x, v in selectivity.items()},
+            "mean_selectivity": bootstrap.interval(mean), "ratio": bootstrap.interval(pooled)}
+
+
+def compare_forcing(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sets: Mapping[str, NeuronSet],
+    stats: ActivationStats,
+    languages: Sequence[str],
+    n_questions: int = 2,
+    max_new_tokens: int = 24,
+    batch_size: int = 64,
+    repetition_penalty: float = 1.2,
+    identifier: str = "fasttext",
+    replicates: int = 1000,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Language forcing with each set: `-src +tgt` (deactivate the prompt language's neurons, add the target's
+    mean activations from `stats`) on the first `n_questions` built-in eval questions of every language, towards
+    every other language the set has neurons for. Per set: success and fluent success over the off-diagonal
+    prompts, with 95% bootstrap intervals over those prompts. With `out_dir`, each set's outputs are saved there
+    (`forcing_<set>.json` and samples)."""
+    from langneurons.data.prompts import questions
+    from langneurons.steering.edits import ForcingSetting
+    from langneurons.tasks.forcing import run_forcing
+
+    if n_questions <= 0:
+        raise LangNeuronsError(f"n_questions must be positive, got {n_questions}")
+    setting = ForcingSetting("add", 1.0, deactivate_source=True)
+    question_set = {lang: questions(lang, "eval")[:n_questions] for lang in languages}
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for name, s in sets.items():
+        result = run_forcing(model, tokenizer, s, stats, languages, languages, [setting], question_set=question_set,
+                             baseline=False, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             repetition_penalty=repetition_penalty, identifier=identifier, nll=False,
+                             skip_unavailable=True, progress=progress)
+        if out_dir is not None:
+            result.save(out_dir, f"forcing_{name}")
+        rows = [r for r in result.samples if r["source"] != r["target"]]
+        entry: dict[str, Any] = {"setting": setting.label(), "prompts": len(rows),
+                                 "targets": sorted({r["target"] for r in rows}), "ci": {}}
+        for metric in ("success", "fluent_success"):
+            values = np.array([float(r[metric]) for r in rows])
+            entry[metric] = round(float(values.mean()), 4) if rows else None
+            entry["ci"][metric] = bootstrap.interval(values[bootstrap.resample(len(rows), replicates, rng)].mean(1)) \
+                if rows else None
+        out[name] = entry
+    return {"languages": list(languages), "questions": n_questions, "identifier": identifier,
+            "generation": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
+            "methods": out}
+
+
+def _with_ci(value: float | None, ci: Sequence[float] | None, fmt: str = ".2f") -> str:
+    if value is None:
+        return "-"
+    return f"{value:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
 
 
 def selectivity_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per set: selectivity per language, their mean, and the pooled ratio (own / others)."""
+    """One row per set: selectivity per language, their mean and the pooled ratio (own / others) with 95%
+    intervals, and (when measured) the fluent success of forcing with its interval."""
     rows = []
+    forcing = result.get("forcing", {}).get("methods", {})
     for name, m in result["methods"].items():
-        per = m["per_language"]
+        per, ci = m["per_language"], m.get("ci", {})
         row: dict[str, Any] = {"set": name}
         for x in result["languages"]:
             value = per.get(x, {}).get("selectivity")
             row[x] = "-" if value is None else f"{value:.2f}"
-        row["mean"] = "-" if m["mean_selectivity"] is None else f"{m['mean_selectivity']:.2f}"
-        row["pooled"] = "-" if m.get("ratio") is None else f"{m['ratio']:.2f}"
-        row["own"] = "-" if m.get("diagonal_mean") is None else f"{m['diagonal_mean']:+.3f}"
-        row["others"] = "-" if m.get("off_diagonal_mean") is None else f"{m['off_diagonal_mean']:+.3f}"
+        row["mean [95% CI]"] = _with_ci(m["mean_selectivity"], ci.get("mean_selectivity"))
+        row["pooled [95% CI]"] = _with_ci(m.get("ratio"), ci.get("ratio"))
+        if name in forcing:
+            f = forcing[name]
+            row["forcing fluent [95% CI]"] = _with_ci(f["fluent_success"], f["ci"].get("fluent_success"))
         rows.append(row)
     return rows
 
 
+def _errors(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> np.ndarray:
+    """Asymmetric error bars [2, n] from intervals (0 where there is none)."""
+    out = np.zeros((2, len(values)))
+    for i, (v, ci) in enumerate(zip(values, cis)):
+        if ci is not None and not np.isnan(v):
+            out[:, i] = [max(v - ci[0], 0.0), max(ci[1] - v, 0.0)]
+    return out
+
+
 def selectivity_bars(results: Sequence[Mapping[str, Any]], path: str | Path) -> list[Path]:
-    """Grouped bars of selectivity per language (and the mean) per set, one panel per model; log scale, a line
-    at 1 (no selectivity). Languages without a selectivity (no neurons, or no loss increase elsewhere) are left
-    empty. Writes PNG and SVG."""
+    """Grouped bars of selectivity per language (and the mean) per set with 95% intervals, one panel per model;
+    log scale, a line at 1 (no selectivity); a last panel of forcing fluent success per set where it was
+    measured. Languages without a selectivity (no neurons, or no loss increase elsewhere) are left empty.
+    Writes PNG and SVG."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from langneurons.figures.charts import _save
 
-    fig, axes = plt.subplots(len(results), 1, figsize=(1.0 + 0.75 * (len(results[0]["languages"]) + 1),
-                                                        3.6 * len(results)), squeeze=False)
+    forced = [r for r in results if r.get("forcing")]
+    panels = len(results) + len(forced)
+    width = max(8.0, 1.0 + 0.75 * (len(results[0]["languages"]) + 1))
+    fig, axes = plt.subplots(panels, 1, figsize=(width, 3.6 * panels), squeeze=False)
     for ax, result in zip(axes[:, 0], results):
         labels = [*result["languages"], "mean"]
         names = list(result["methods"])
         width = 0.8 / len(names)
         for i, name in enumerate(names):
             m = result["methods"][name]
+            ci = m.get("ci", {})
             values = [m["per_language"].get(x, {}).get("selectivity") for x in result["languages"]]
             values.append(m["mean_selectivity"])
+            cis = [ci.get("selectivity", {}).get(x) for x in result["languages"]] + [ci.get("mean_selectivity")]
             heights = np.array([v if v is not None and v > 0 else np.nan for v in values], dtype=float)
-            ax.bar(np.arange(len(labels)) + (i - (len(names) - 1) / 2) * width, heights, width, label=name)
+            ax.bar(np.arange(len(labels)) + (i - (len(names) - 1) / 2) * width, heights, width, label=name,
+                   yerr=_errors(heights, cis), error_kw={"elinewidth": 0.8, "capsize": 1.5})
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)), labels)
         ax.set_ylabel("selectivity (own / others)")
-        ax.set_title(f"Masking selectivity on {result['model']}")
+        ax.set_title(f"Masking selectivity on {result['model']} (95% bootstrap intervals)")
         ax.legend(fontsize=8, frameon=False, ncol=len(names))
+    for ax, result in zip(axes[len(results):, 0], forced):
+        methods = result["forcing"]["methods"]
+        names = list(methods)
+        values = np.array([np.nan if methods[n]["fluent_success"] is None else methods[n]["fluent_success"]
+                           for n in names])
+        ax.bar(range(len(names)), values, 0.6, yerr=_errors(values, [methods[n]["ci"].get("fluent_success")
+                                                                      for n in names]), capsize=3)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("fluent success")
+        ax.set_title(f"Forcing ({next(iter(methods.values()))['setting'] if methods else ''}) on {result['model']}")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -184,7 +312,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neurons", required=True,
                    help="reference neuron set (e.g. LAPE from `identify`); the other sets match its size per language")
     p.add_argument("--stats", help="statistics file (from `collect`): adds the activation-frequency baseline")
-    p.add_argument("--relevance", help="relevance file (from `collect --relevance`): adds CRANE")
+    p.add_argument("--relevance", nargs="+", default=[], metavar="FILE",
+                   help="relevance file(s) (from `collect --relevance`, one per --rule): adds CRANE for each rule")
     p.add_argument("--contrast", default="margin", choices=list(CONTRASTS), help="CRANE contrast (default margin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random per-layer set (default 0)")
     p.add_argument("--no-random", action="store_true", help="leave out the random per-layer set")
@@ -193,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default="udhr",
                    help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
                         "(its held-out documents are used)")
-    p.add_argument("--languages", help="comma-separated evaluated languages (default: the reference set's)")
+    p.add_argument("--languages", help="comma-separated evaluated languages (default: the reference set's; "
+                                       f"collect with --languages {','.join(LANGUAGES)} for the CRANE languages)")
     p.add_argument("--heldout-every", type=int, default=10, help="every n-th document is held out (default 10)")
     p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language")
     p.add_argument("--hf-split", default="train", help="dataset split (default train)")
@@ -201,6 +331,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="held-out tokens per language (default: all)")
     p.add_argument("--window", type=int, default=512, help="tokens per window, BOS included (default 512)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--forcing-questions", type=int, default=2,
+                   help="forcing -src +tgt with each set on this many eval questions per language (default 2; "
+                        "0: no forcing; needs --stats)")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="forcing: tokens per answer (default 24)")
+    p.add_argument("--repetition-penalty", type=float, default=1.2, help="forcing: greedy decoding penalty (1.2)")
+    p.add_argument("--identifier", default="fasttext", choices=["fasttext", "script"],
+                   help="forcing: language identifier (default fasttext)")
     p.add_argument("--output-dir", default="runs/compare", help="results folder (a rerun resumes there)")
     p.add_argument("--fresh", action="store_true", help="discard cells measured before in --output-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -215,14 +353,17 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.data.corpus import heldout_windows
     from langneurons.tasks.results import run_metadata, write_results
 
-    for name in ("max_tokens", "batch_size", "window"):
+    for name in ("max_tokens", "batch_size", "window", "replicates", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise LangNeuronsError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.forcing_questions > 0 and not args.stats:
+        raise LangNeuronsError("forcing (-src +tgt) adds the target's mean activations: give --stats, "
+                               "or --forcing-questions 0")
     reference = NeuronSet.load(args.neurons)
     languages = parse_languages(args.languages) or list(reference.languages)
     reference = reference.select(languages)
     stats = ActivationStats.load(args.stats) if args.stats else None
-    relevance = RelevanceStats.load(args.relevance) if args.relevance else None
+    relevance = [RelevanceStats.load(path) for path in args.relevance]
     sets = matched_sets(reference, stats, relevance, args.seed, args.contrast, random=not args.no_random)
     out = Path(args.output_dir)
     for name, s in sets.items():
@@ -238,13 +379,19 @@ def main(args: argparse.Namespace) -> None:
                              args.allow_other_model)
         windows = heldout_windows(tok, corpus, languages, args.max_tokens, args.window)
         results.append(compare_methods(model, sets, windows, args.batch_size, out / f"cells_{i}.jsonl", args.fresh,
-                                       progress=not args.quiet))
+                                       progress=not args.quiet, replicates=args.replicates, seed=args.seed))
         results[-1]["transfer"] = i > 0
+        if i == 0 and args.forcing_questions > 0:
+            results[-1]["forcing"] = compare_forcing(
+                model, tok, sets, stats.select(languages), languages, args.forcing_questions, args.max_new_tokens,
+                repetition_penalty=args.repetition_penalty, identifier=args.identifier, replicates=args.replicates,
+                seed=args.seed, out_dir=out, progress=not args.quiet)
         if i == 0:
             settings = {"neurons": str(args.neurons), "stats": args.stats, "relevance": args.relevance,
                         "contrast": args.contrast, "seed": args.seed, "languages": languages,
                         "corpus": corpus.select(languages).describe(), "max_tokens": args.max_tokens,
-                        "window": args.window, "transfer": list(args.transfer),
+                        "window": args.window, "transfer": list(args.transfer), "replicates": args.replicates,
+                        "forcing_questions": args.forcing_questions,
                         "sets": {name: {"method": s.meta.get("method"), "settings": s.meta.get("settings", {}),
                                         "made_on": s.meta.get("model", {}).get("id")} for name, s in sets.items()}}
             meta = run_metadata(model, "compare", settings)
@@ -255,7 +402,8 @@ def main(args: argparse.Namespace) -> None:
     figures = selectivity_bars(results, out / "selectivity.png")
     for result in results:
         role = " (transfer)" if result["transfer"] else ""
-        print(f"\nselectivity on {result['model']}{role}; held-out tokens "
+        what = "selectivity and forcing" if result.get("forcing") else "selectivity"
+        print(f"\n{what} on {result['model']}{role}; held-out tokens "
               f"{', '.join(f'{y} {n}' for y, n in result['tokens'].items())}; {result['seconds']:.1f} s")
         print(format_table(selectivity_table(result)))
     print(f"\nwrote {path}, {', '.join(str(f) for f in figures)}")
