@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langneurons.cli_common import add_model_options, build_corpus, parse_languages
+from langneurons.cli_common import add_model_options, add_threads_option, build_corpus, parse_languages
 from langneurons.demo import LANGUAGES as DEMO_LANGUAGES
 from langneurons.errors import LangNeuronsError
 
@@ -414,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-perplexity", action="store_true", help="skip the perplexity matrix")
     d.add_argument("--output-dir", default="runs/demo", help="where results go (default runs/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(d)
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -421,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads"):
+            from langneurons.cli_common import set_threads
+
+            set_threads(args.threads)
         args.func(args)
     except LangNeuronsError as e:
         print(f"langneurons: error: {e}", file=sys.stderr)

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from langneurons.generation import encode_prompt, resolve_prompt_format
+
 MIN_DISTINCT_BIGRAMS = 0.5  # below this share of distinct token bigrams an output counts as degenerate
 
 
@@ -24,22 +26,26 @@ def is_fluent(text: str, distinct: float) -> bool:
 
 @torch.inference_mode()
 def continuation_nll(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8,
+    prompt_format: str = "auto",
 ) -> list[float | None]:
     """Mean negative log-likelihood per token of each continuation after its prompt (None for an empty one).
 
     Run it outside any steering block: the guard asks how plausible the steered text is to the plain model.
     Rows are left-padded (positions counted from each row's first real token) so that every continuation ends
-    at the last position, and only the last positions go through the LM head.
+    at the last position, and only the last positions go through the LM head. Prompts are encoded as `generate`
+    encodes them (`prompt_format`); after a plain prompt the continuation follows a space, as it was generated.
     """
+    chat = resolve_prompt_format(tokenizer, prompt_format) == "chat"
     device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[float | None] = []
     for start in range(0, len(prompts), batch_size):
         rows = []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
-            c = tokenizer(" " + cont.strip(), add_special_tokens=False).input_ids if cont.strip() else []
-            rows.append((tokenizer(prompt).input_ids, c))
+            text = cont.strip() if chat else " " + cont.strip()
+            c = tokenizer(text, add_special_tokens=False).input_ids if cont.strip() else []
+            rows.append((encode_prompt(tokenizer, prompt, prompt_format), c))
         width = max(len(p) + len(c) for p, c in rows)
         keep = max(len(c) for _, c in rows) + 1
         ids = torch.full((len(rows), width), pad, dtype=torch.long)

@@ -29,6 +29,14 @@ def qa_prompt(question: str) -> str:
     return f"Q: {question}\nA:"
 
 
+def question_prompt(question: str, prompt_format: str) -> str:
+    """The prompt text for one question in a resolved prompt format (`generation.resolve_prompt_format`): the
+    `Q:/A:` frame for "plain", the bare question as the user's message for "chat"."""
+    if prompt_format not in ("chat", "plain"):
+        raise LangNeuronsError(f"question_prompt needs a resolved format, 'chat' or 'plain', not {prompt_format!r}")
+    return question if prompt_format == "chat" else qa_prompt(question)
+
+
 def cut_continuation(text: str) -> str:
     """`text` up to the first stop string (see `STOP_STRINGS`), stripped of surrounding whitespace."""
     return cut(text, STOP_STRINGS)
