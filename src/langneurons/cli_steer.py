@@ -19,23 +19,24 @@ from langneurons.errors import LangNeuronsError
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from langneurons.generation import generate
-    from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
+    from langneurons.generation import generate, resolve_prompt_format
+    from langneurons.prompts import STOP_STRINGS, question_prompt, questions
     from langneurons.steering import steer
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
         prompts += [line.rstrip("\n").replace("\\n", "\n") for line in Path(args.prompts_file).read_text("utf-8")
                     .splitlines() if line.strip()]
-    if args.questions:
-        prompts += [qa_prompt(q) for q in questions(args.questions, "eval")]
-    if not prompts:
+    asked = questions(args.questions, "eval") if args.questions else []
+    if not prompts and not asked:
         raise LangNeuronsError("no prompts: give --prompt, --prompts-file or --questions LANG")
     if not args.steer:
         raise LangNeuronsError("say how to steer with --steer, e.g. --steer '-en +fr'")
     model, tok, neurons, stats = load_inputs(args)
+    fmt = resolve_prompt_format(tok, args.prompt_format)
+    prompts += [question_prompt(q, fmt) for q in asked]
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "stop_strings": STOP_STRINGS,
-              "repetition_penalty": args.repetition_penalty, "progress": not args.quiet}
+              "repetition_penalty": args.repetition_penalty, "progress": not args.quiet, "prompt_format": fmt}
     baseline = generate(model, tok, prompts, **common)
     with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
                deactivation=args.deactivation, beta=args.beta, layers=parse_layers(args.layers),
@@ -47,8 +48,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     lid = get_identifier(args.identifier)
     rows = []
     for prompt, b, st, lb, ls in zip(prompts, baseline, steered, lid.identify(baseline), lid.identify(steered)):
-        rows.append({"prompt": prompt, "baseline": b, "baseline_language": lb.language, "steered": st,
-                     "steered_language": ls.language, "steering": described})
+        rows.append({"prompt": prompt, "prompt_format": fmt, "baseline": b, "baseline_language": lb.language,
+                     "steered": st, "steered_language": ls.language, "steering": described})
         print(f"--- {prompt!r}\n  baseline [{lb.language or '-'}]: {b}\n  steered  [{ls.language or '-'}]: {st}")
     if args.output:
         from langneurons.artifacts import atomic_path
@@ -61,15 +62,25 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from langneurons.calibrate import calibrate
 
+    question_set = None
+    if args.questions_file:
+        from langneurons.prompts import load_questions
+
+        loaded = load_questions(args.questions_file)
+        split = "dev" if any(q["dev"] for q in loaded.values()) else "all"
+        question_set = {lang: q[split] for lang, q in loaded.items()}
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages
     cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                    repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet)
+                    repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet,
+                    question_set=question_set, prompt_format=args.prompt_format)
     cal.save(args.output)
     for target, setting in cal.settings.items():
         best = next(s for s in cal.scores[target] if s["setting"] == setting.label())
         print(f"{target}: {setting.label():32s} dev fluent success {best['stage2']['fluent_success']:.2f}")
+    for target in cal.meta.get("failed", {}):
+        print(f"{target}: no setting (no candidate gave a fluent success above 0)")
     print(f"wrote {args.output}")
 
 
@@ -81,7 +92,8 @@ def add_parsers(sub: Any) -> None:
     add_steering_options(g)
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompts-file", help="one prompt per line ('\\n' for a newline)")
-    g.add_argument("--questions", help="use the built-in questions of this language as Q:/A: prompts")
+    g.add_argument("--questions", help="use the built-in questions of this language (as Q:/A: prompts in the plain "
+                                       "format, as the user's message in the chat format)")
     add_generation_options(g)
     g.add_argument("-o", "--output", help="also write the rows as JSONL")
     g.set_defaults(func=cmd_generate)
@@ -94,6 +106,9 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--targets", help="comma-separated (default: the statistics' languages)")
     c.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
     c.add_argument("--keep", type=int, default=2, help="candidates per target kept for the second round")
+    c.add_argument("--questions-file",
+                   help="tune on your own questions: JSONL lines {lang, question, split?} (the 'dev' ones if any, "
+                        "else all) or JSON like the built-in set")
     add_generation_options(c)
     c.add_argument("-o", "--output", default="calibration.json", help="calibration file")
     c.set_defaults(func=cmd_calibrate)

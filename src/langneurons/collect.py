@@ -16,9 +16,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors
-from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.corpus import Corpus, describe_start, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.models import model_fingerprint, model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.stats import KIND, ActivationStats, empty_stats
 
@@ -173,10 +173,10 @@ def collect_stats(
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix),
                 "track_sq": track_sq, "hidden": hidden}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": {"id": model_id(model), "revision": model_revision(model), "fingerprint": model_fingerprint(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world},
+        "collection": {**settings, "batch_size": batch_size, "world_size": world, "start": describe_start(tokenizer)},
     }
     hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
     stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons, meta, hidden_size)

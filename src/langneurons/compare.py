@@ -25,7 +25,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.identify import frequency_contrast, random_like
 from langneurons.identify.crane import CONTRASTS, crane
 from langneurons.identify.relevance import RelevanceStats
-from langneurons.models import model_id
+from langneurons.models import model_fingerprint, model_id
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
 from langneurons.steering import steer
@@ -94,7 +94,8 @@ def compare_methods(
     digests = {"baseline": "", **{name: _digest(s.languages, s.masks) for name, s in sets.items()}}
     log = None
     if log_path is not None:
-        settings = {"model": model_id(model), "dtype": str(next(model.parameters()).dtype),
+        settings = {"model": model_id(model), "model_fingerprint": model_fingerprint(model),
+                    "dtype": str(next(model.parameters()).dtype),
                     "windows": _digest([(y, [list(w) for w in rows]) for y, rows in windows.items()])}
         log = SampleLog(log_path, KEYS, settings, fresh)
     cells = {(c["set"], c["deactivated"], c["language"]): c["nll"] for c in (log or [])
@@ -123,7 +124,8 @@ def compare_methods(
             "delta": delta, **summary,
             "mean_selectivity": sum(ratios) / len(ratios) if ratios else None,
         }
-    return {"model": model_id(model), "languages": languages, "tokens": tokens, "baseline": baseline,
+    return {"model": model_id(model), "model_fingerprint": model_fingerprint(model),
+            "languages": languages, "tokens": tokens, "baseline": baseline,
             "methods": methods, "seconds": round(time.perf_counter() - start, 2)}
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.corpus import Corpus, pack_windows
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.models import model_fingerprint, model_id, model_revision
 from langneurons.neurons import NeuronSet
 from langneurons.sites import NeuronSites, find_sites
 
@@ -444,7 +444,7 @@ def finetune(
                 "eval_every": eval_every, "patience": patience, "eval_tokens": eval_tokens, "seed": seed,
                 "optimizer": "AdamW"}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": {"id": model_id(model), "revision": model_revision(model), "fingerprint": model_fingerprint(model)},
         "site": sites.describe(),
         "shape": {"layers": sites.n_layers, "neurons": sites.n_neurons},
         "language": language,

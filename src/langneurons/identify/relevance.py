@@ -30,7 +30,7 @@ from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.collect import _batches, _flush, _resume, _save, _shard
 from langneurons.corpus import Corpus, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id, model_revision
+from langneurons.models import model_fingerprint, model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
 from langneurons.tasks.perplexity import _HEAD_ELEMENTS, check_head, head_logits
 
@@ -335,7 +335,7 @@ def collect_relevance(
     device = model.get_input_embeddings().weight.device
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix)}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": {"id": model_id(model), "revision": model_revision(model), "fingerprint": model_fingerprint(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
         "collection": {**settings, "batch_size": batch_size, "world_size": world,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from langneurons.cli_common import parse_languages, parse_layers
 from langneurons.errors import LangNeuronsError
-from langneurons.models import model_id
+from langneurons.models import model_fingerprint, model_id
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
 from langneurons.steering import steer
@@ -367,7 +367,7 @@ def run_benchmark(
     if not languages:
         raise LangNeuronsError("no data languages; pass at least one language")
     full = {**settings, "task": task, "languages": languages, "activated": activated,
-            "steering": steering.to_dict(), "model": model_id(model),
+            "steering": steering.to_dict(), "model": model_id(model), "model_fingerprint": model_fingerprint(model),
             "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
                                                      "settings": neurons.meta.get("settings"),
                                                      "digest": _digest(neurons.masks)},

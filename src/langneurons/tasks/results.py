@@ -22,12 +22,12 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
     import transformers
 
     from langneurons import __version__
-    from langneurons.models import model_id, model_revision
+    from langneurons.models import model_fingerprint, model_id, model_revision
 
     return {
         "task": task,
         "settings": dict(settings),
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": {"id": model_id(model), "revision": model_revision(model), "fingerprint": model_fingerprint(model)},
         "versions": {"langneurons": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -41,11 +41,11 @@ from langneurons.cli_common import (
     parse_layers,
 )
 from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate, generation_settings
+from langneurons.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.identify import lape
 from langneurons.lid import get_identifier
 from langneurons.metrics import bleu_tokenizer, translation_scores
-from langneurons.models import model_id
+from langneurons.models import model_fingerprint, model_id
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
 from langneurons.steering import SteeringConfig
@@ -318,6 +318,7 @@ def run_translation(
     fresh: bool = False,
     plot: bool = True,
     progress: bool = True,
+    prompt_format: str = "auto",
 ) -> TranslationResult:
     """Translate the first `n` segments of each (source, target) pair unsteered and steered; score and save.
 
@@ -325,8 +326,11 @@ def run_translation(
     A setting with `top_rate` reruns LAPE on `stats` at that share. A prompt may generate twice its source's
     tokens plus 16, rounded up to a multiple of 32, and at most `max_new_tokens`. Rows go to
     `translation_samples.jsonl` as they are made; a rerun with the same settings skips them (`fresh` starts over).
-    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`.
+    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`. `prompt_format`:
+    "auto" (the filled template as the user's message in the chat template, when the tokenizer has one), "chat"
+    or "plain".
     """
+    fmt = resolve_prompt_format(tokenizer, prompt_format)
     pairs = [tuple(p) for p in pairs]
     if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
         raise LangNeuronsError("pairs must be (source, target) tuples of two different languages, e.g. [('en', 'de')]")
@@ -340,10 +344,12 @@ def run_translation(
     plan = _plan(steering, [t for _, t in pairs])
     neuron_sets = _neuron_sets(plan, neurons, stats)
     lid = get_identifier(identifier)
-    generation = generation_settings(max_new_tokens, STOP, batch_size, repetition_penalty)
+    generation = generation_settings(max_new_tokens, STOP, batch_size, repetition_penalty,
+                                     prompt_settings(tokenizer, fmt))
     generation["max_new_tokens_rule"] = "2 * source tokens + 16, rounded up to a multiple of 32, at most max_new_tokens"
     settings = {
-        "model": model_id(model), "data": data.description, "template": template, "shots": shots,
+        "model": model_id(model), "model_fingerprint": model_fingerprint(model), "prompt_format": fmt,
+        "data": data.description, "template": template, "shots": shots,
         "names": dict(names or {}), "identifier": identifier,
         "steering": None if plan is None else {t: dataclasses.asdict(s) for t, s in plan.items()},
         "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
@@ -369,7 +375,8 @@ def run_translation(
                     rate = plan[target].top_rate if cfg is not None else None
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
-    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty, progress)
+    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty, progress,
+                   fmt)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -432,7 +439,7 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
 
 
 def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, repetition_penalty,
-                   progress) -> None:
+                   progress, fmt) -> None:
     """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
@@ -442,7 +449,7 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
     for (rate, limit), chunk in tqdm(chunks, desc="translate", disable=not progress):
         texts = generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
                          stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
-                         repetition_penalty=repetition_penalty)
+                         repetition_penalty=repetition_penalty, prompt_format=fmt)
         found = lid.identify(texts)
         log.add([{
             **row, "source_lang": source, "target_lang": target, "steering": cfg.describe() if cfg else None,
@@ -591,7 +598,7 @@ def main(args: argparse.Namespace) -> None:
         steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
         names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
-        plot=not args.no_plot, progress=not args.quiet,
+        plot=not args.no_plot, progress=not args.quiet, prompt_format=args.prompt_format,
     )
     from langneurons.cli import format_table
 

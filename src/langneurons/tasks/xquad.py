@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from langneurons.cli_common import add_model_options, add_steering_options, load_inputs
+from langneurons.cli_common import add_model_options, add_prompt_format_option, add_steering_options, load_inputs
 from langneurons.errors import LangNeuronsError
-from langneurons.generation import generate, generation_settings
+from langneurons.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.neurons import NeuronSet
 from langneurons.stats import ActivationStats
 from langneurons.tasks.benchmark_data import (
@@ -100,11 +100,15 @@ def run_xquad(
     batch_size: int = 8,
     fresh: bool = False,
     progress: bool = True,
+    prompt_format: str = "auto",
 ) -> BenchmarkResult:
     """Exact match and F1 on the first `n` items per language, unsteered and with each language of `activate`.
 
     `template`: a format string with {context} and {question}; generation is greedy, cut at the first newline.
+    `prompt_format`: "auto" (the filled template as the user's message in the chat template, when the tokenizer
+    has one), "chat" or "plain".
     """
+    fmt = resolve_prompt_format(tokenizer, prompt_format)
     if "{context}" not in template or "{question}" not in template:
         raise LangNeuronsError(f"template {template!r} needs {{context}} and {{question}}")
     languages = list(dict.fromkeys(languages))
@@ -117,14 +121,15 @@ def run_xquad(
             raise LangNeuronsError(f"template {template!r} is malformed ({e}); use only {{context}} and "
                                    "{question}, and write literal braces as {{ }}") from None
         outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           stop_strings=STOP_STRINGS, repetition_penalty=repetition_penalty)
+                           stop_strings=STOP_STRINGS, repetition_penalty=repetition_penalty, prompt_format=fmt)
         return [{"question": it["question"], "answers": it["answers"], "prediction": out,
                  "exact_match": exact_match(out, it["answers"], language),
                  "f1": round(token_f1(out, it["answers"], language), 4)}
                 for it, out in zip(chunk, outputs)]
 
     settings = {"data": str(data), "split": split, "n": n, "template": template,
-                "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty),
+                "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty,
+                                                  prompt_settings(tokenizer, fmt)),
                 "normalisation": "SQuAD: lowercase, no punctuation, English articles dropped; whitespace tokens, "
                                  "characters for whitespace-free scripts"}
     return run_benchmark("xquad", model, neurons, stats, items, evaluate, {"f1": "f1", "exact_match": "exact_match"},
@@ -141,6 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer in tokens (default 32)")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="greedy decoding with this repetition penalty (default 1.0: plain greedy)")
+    add_prompt_format_option(p)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -151,7 +157,8 @@ def main(args: argparse.Namespace) -> None:
     result = run_xquad(model, tok, neurons, stats, languages, n=args.n or None, data=args.data, template=template,
                        max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
                        activate=activate, steering=steering, output_dir=args.output_dir or "runs/xquad",
-                       split=args.split, batch_size=args.batch_size, fresh=args.fresh, progress=not args.quiet)
+                       split=args.split, batch_size=args.batch_size, fresh=args.fresh, progress=not args.quiet,
+                       prompt_format=args.prompt_format)
     print(result.table())
     print(result.table("exact_match"))
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
