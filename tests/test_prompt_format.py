@@ -29,7 +29,7 @@ def test_resolve_prompt_format() -> None:
     assert resolve_prompt_format(tiny_tokenizer()) == "plain"
     assert resolve_prompt_format(chat_tokenizer()) == "chat"
     assert resolve_prompt_format(chat_tokenizer(), "plain") == "plain"
-    with pytest.raises(LangNeuronsError, match="no chat template.*--prompt-format plain"):
+    with pytest.raises(LangNeuronsError, match=r"no chat template.*--prompt-format plain"):
         resolve_prompt_format(tiny_tokenizer(), "chat")
     with pytest.raises(LangNeuronsError, match="unknown prompt format"):
         resolve_prompt_format(tiny_tokenizer(), "raw")
