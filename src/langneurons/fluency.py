@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +21,25 @@ def distinct_bigram_share(token_ids: Sequence[int]) -> float:
     return len(set(pairs)) / len(pairs) if pairs else 1.0
 
 
+# A list marker or speaker label at the start of a line: "B:", "2.", "c)", "-", "*", "Answer:", "答：".
+_LINE_LABEL = re.compile(r"^\s*(?:[-*•]+|\(?\w{1,3}[.)）]|\w{1,12}\s?[:：])\s*")
+
+
+def repeated_lines(text: str) -> bool:
+    """Whether the text repeats a line: at least two of its non-empty lines, and at least half of them, are the
+    same once list markers and labels ("B:", "2.", "-") are stripped (`Pancakes\\nB: Pancakes\\nC: Pancakes`).
+    Lines that differ only in their labels pass a distinct-bigram guard, because the labels change."""
+    lines = [(_LINE_LABEL.sub("", line, count=1).strip() or line.strip()).casefold() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) < 2:
+        return False
+    top = Counter(lines).most_common(1)[0][1]
+    return top >= 2 and top * 2 >= len(lines)
+
+
 def is_fluent(text: str, distinct: float) -> bool:
-    """Not empty, and not degenerate repetition."""
-    return bool(text.strip()) and distinct >= MIN_DISTINCT_BIGRAMS
+    """Not empty, no degenerate repetition of token bigrams, and no repeated line pattern."""
+    return bool(text.strip()) and distinct >= MIN_DISTINCT_BIGRAMS and not repeated_lines(text)
 
 
 @torch.inference_mode()
