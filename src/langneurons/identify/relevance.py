@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors, save_tensors
 from langneurons.collect import _batches, _flush, _resume, _save, _shard
-from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.corpus import Corpus, describe_start, pack_windows, window_prefix
 from langneurons.errors import LangNeuronsError
 from langneurons.models import model_fingerprint, model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
@@ -338,7 +338,7 @@ def collect_relevance(
         "model": {"id": model_id(model), "revision": model_revision(model), "fingerprint": model_fingerprint(model)},
         "site": sites.describe(),
         "corpus": corpus.describe(),
-        "collection": {**settings, "batch_size": batch_size, "world_size": world,
+        "collection": {**settings, "batch_size": batch_size, "world_size": world, "start": describe_start(tokenizer),
                        "relevance": "gradient x input at the down projection's input, of the summed log-probability "
                                     "of the actual next tokens"},
     }
