@@ -442,8 +442,9 @@ def config_sha256(config: Any) -> str:
 
 def model_fingerprint(model: PreTrainedModel) -> dict[str, Any]:
     """What names a model in artifacts: id and revision (hub), the content hash of the loaded file or folder
-    (None for hub models and models built in memory), the model type and the config hash."""
-    config = model.config
+    (None for hub models and models built in memory), the model type and the config hash (None without a config)."""
+    config = getattr(model, "config", None)
     return {"id": model_id(model), "revision": model_revision(model),
             "content_sha256": getattr(model, "langneurons_content", None),
-            "model_type": getattr(config, "model_type", None), "config_sha256": config_sha256(config)}
+            "model_type": getattr(config, "model_type", None),
+            "config_sha256": config_sha256(config) if config is not None else None}
