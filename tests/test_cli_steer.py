@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 from langneurons.calibrate import Calibration
@@ -29,10 +30,13 @@ def test_generate_side_by_side(files, capsys):
     root, common = files
     out = root / "gen.jsonl"
     assert main(["generate", *common, "--steer", "-en +2*ru", "--prompt", "Q: Why?\nA:", "--questions", "de",
-                 "--max-new-tokens", "5", "--quiet", "-o", str(out)]) == 0
+                 "--max-new-tokens", "5", "--quiet", "--threads", "1", "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 9 and rows[0]["steering"] == "-en +2*ru [add]"
+    assert len(rows) == 9 and rows[0]["steering"] == "-en +2*ru [add]" and rows[0]["prompt_format"] == "plain"
+    assert torch.get_num_threads() == 1
     assert "baseline [" in capsys.readouterr().out
+    assert main(["generate", *common, "--steer", "+ru", "--prompt", "x", "--prompt-format", "chat"]) == 2
+    assert "no chat template" in capsys.readouterr().err
 
 
 def test_evaluate_forcing_sweep_and_fallback(files, capsys):
