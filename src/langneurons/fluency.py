@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,16 +25,30 @@ def distinct_bigram_share(token_ids: Sequence[int]) -> float:
 _LINE_LABEL = re.compile(r"^\s*(?:[-*•]+|\(?\w{1,3}[.)）]|\w{1,12}\s?[:：])\s*")
 
 
+SIMILAR_LINES = 0.8  # lines of 10+ characters this similar (difflib ratio) count as one line repeated
+
+
 def repeated_lines(text: str) -> bool:
-    """Whether the text repeats a line: at least two of its non-empty lines, and at least half of them, are the
-    same once list markers and labels ("B:", "2.", "-") are stripped (`Pancakes\\nB: Pancakes\\nC: Pancakes`).
-    Lines that differ only in their labels pass a distinct-bigram guard, because the labels change."""
+    """Whether the text repeats a line pattern: at least half of its non-empty lines (and at least two) are a line
+    and its repeats, once list markers and labels ("B:", "2.", "-") are stripped. A repeat is the same line, the
+    same line with a word changed (similarity >= `SIMILAR_LINES`), or, for the last line, its start (a repeat cut
+    off by the token limit). `Pancakes\\nB: Pancakes\\nC: Pancakes` passes a distinct-bigram guard, because the
+    labels change; this guard catches it."""
     lines = [(_LINE_LABEL.sub("", line, count=1).strip() or line.strip()).casefold() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    if len(lines) < 2:
-        return False
-    top = Counter(lines).most_common(1)[0][1]
-    return top >= 2 and top * 2 >= len(lines)
+    marked: set[int] = set()
+    for j, line in enumerate(lines):
+        for i in range(j):
+            if _repeats(line, lines[i], last=j == len(lines) - 1):
+                marked |= {i, j}
+    return len(marked) >= 2 and len(marked) * 2 >= len(lines)
+
+
+def _repeats(line: str, other: str, last: bool) -> bool:
+    """Whether `line` repeats the earlier line `other` (see `repeated_lines`)."""
+    if line == other or (last and len(line) >= 4 and other.startswith(line)):
+        return True
+    return min(len(line), len(other)) >= 10 and difflib.SequenceMatcher(None, line, other).ratio() >= SIMILAR_LINES
 
 
 def is_fluent(text: str, distinct: float) -> bool:
