@@ -30,23 +30,40 @@ SIMILAR_LINES = 0.8  # lines of 10+ characters this similar (difflib ratio) coun
 
 def repeated_lines(text: str) -> bool:
     """Whether the text repeats a line pattern: at least half of its non-empty lines (and at least two) are a line
-    and its repeats, once list markers and labels ("B:", "2.", "-") are stripped. A repeat is the same line, the
-    same line with a word changed (similarity >= `SIMILAR_LINES`), or, for the last line, its start (a repeat cut
-    off by the token limit). `Pancakes\\nB: Pancakes\\nC: Pancakes` passes a distinct-bigram guard, because the
-    labels change; this guard catches it."""
-    lines = [(_LINE_LABEL.sub("", line, count=1).strip() or line.strip()).casefold() for line in text.splitlines()]
-    lines = [line for line in lines if line]
+    and its repeats, once list markers and labels ("B:", "2.", "-", up to two of them) are stripped. A repeat is
+    the same line, the same line with a word changed (similarity >= `SIMILAR_LINES`), or, for the last line, its
+    start: a repeat cut off by the token limit, at least 8 characters and a quarter of the line, or 4 characters
+    after a speaker or option label ("B: Il y a" under "Il y a des raisons..."); a bare "Die Sprache" after a long
+    line beginning with it may start a new sentence. `Pancakes\\nB: Pancakes\\nC: Pancakes` passes a
+    distinct-bigram guard, because the labels change; this guard catches it."""
+    lines = [_strip_labels(line) for line in text.splitlines()]
+    lines = [(line, labelled) for line, labelled in lines if line]
     marked: set[int] = set()
-    for j, line in enumerate(lines):
+    for j, (line, labelled) in enumerate(lines):
         for i in range(j):
-            if _repeats(line, lines[i], last=j == len(lines) - 1):
+            if _repeats(line, lines[i][0], cut=j == len(lines) - 1, labelled=labelled):
                 marked |= {i, j}
     return len(marked) >= 2 and len(marked) * 2 >= len(lines)
 
 
-def _repeats(line: str, other: str, last: bool) -> bool:
-    """Whether `line` repeats the earlier line `other` (see `repeated_lines`)."""
-    if line == other or (last and len(line) >= 4 and other.startswith(line)):
+def _strip_labels(line: str) -> tuple[str, bool]:
+    """The line without up to two leading labels, casefolded, and whether one was a speaker or option label
+    ("B:", "Answer:"; not a bullet or a number)."""
+    text, speaker = line.strip(), False
+    for _ in range(2):
+        match = _LINE_LABEL.match(text)
+        if not match or not text[match.end() :].strip():
+            break
+        speaker = speaker or any(c in match.group() for c in ":：")
+        text = text[match.end() :].strip()
+    return text.casefold(), speaker
+
+
+def _repeats(line: str, other: str, cut: bool, labelled: bool) -> bool:
+    """Whether `line` repeats the earlier line `other` (see `repeated_lines`); `cut`: it is the last line."""
+    if line == other:
+        return True
+    if cut and other.startswith(line) and len(line) >= (4 if labelled else max(8, len(other) / 4)):
         return True
     return min(len(line), len(other)) >= 10 and difflib.SequenceMatcher(None, line, other).ratio() >= SIMILAR_LINES
 

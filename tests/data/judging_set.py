@@ -66,18 +66,20 @@ def gather(runs: list[str]) -> None:
 
 
 def score() -> None:
+    from test_judging_real import SCRIPT_LABELS
+
     rows = [json.loads(line) for line in (HERE / "judging_lid.jsonl").read_text("utf-8").splitlines()]
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     for name, ident in [("before (fastText + han rule)", FastTextIdentifier(script_check=False, floor=0.0)),
                         ("after (+ script check, floor)", FastTextIdentifier())]:
         found = [f.language for f in ident.identify(texts)]
-        wrong_script = sum(suggest(t) != "?" and f != "und" and f not in _same_script(lab)
-                           for t, f, lab in zip(texts, found, labels))
-        print(f"identifier {name}: {sum(f == lab for f, lab in zip(found, labels))}/{len(rows)} correct, "
-              f"{wrong_script} labelled with a language of another script")
+        readable = [(f, lab) for f, lab in zip(found, labels) if lab != "und"]
+        wrong_script = sum(f not in SCRIPT_LABELS[r["script"]] | {"und"} for f, r in zip(found, rows))
+        print(f"identifier {name}: readable {sum(f == lab for f, lab in readable)}/{len(readable)} correct; "
+              f"{wrong_script}/{len(rows)} labelled with a language of another script")
         confusion = Counter((lab, f) for f, lab in zip(found, labels) if f != lab)
-        print("  errors (true -> predicted: count):", ", ".join(f"{a}->{b}: {n}" for (a, b), n in
-                                                                 confusion.most_common()))
+        print("  disagreements (label -> predicted: count):", ", ".join(f"{a}->{b or '-'}: {n}" for (a, b), n in
+                                                                         confusion.most_common()))
     rows = [json.loads(line) for line in (HERE / "judging_fluency.jsonl").read_text("utf-8").splitlines()]
     for name, guard in [("before (distinct bigrams)", lambda r: r["distinct_bigrams"] >= MIN_DISTINCT_BIGRAMS),
                         ("after (+ repeated lines)", lambda r: r["distinct_bigrams"] >= MIN_DISTINCT_BIGRAMS
@@ -87,11 +89,6 @@ def score() -> None:
               f"clean outputs passed {counts[(False, True)]}, rejected {counts[(False, False)]}")
 
 
-def _same_script(label: str) -> set[str]:
-    groups = [{"zh", "ja", "wuu", "yue"}, {"ko"}, {"ru", "uk", "bg", "sr", "mk", "be", "kk"}, {"ar", "fa", "ur", "arz"},
-              {"hi", "mr", "ne"}]
-    return next((g for g in groups if label in g), {label})
-
-
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))
     gather(sys.argv[2:]) if sys.argv[1] == "gather" else score()
