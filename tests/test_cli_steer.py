@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 from langneurons.cli.main import main
@@ -29,10 +30,13 @@ def test_generate_side_by_side(files, capsys):
     root, common = files
     out = root / "gen.jsonl"
     assert main(["generate", *common, "--steer", "-en +2*ru", "--prompt", "Q: Why?\nA:", "--questions", "de",
-                 "--max-new-tokens", "5", "--quiet", "-o", str(out)]) == 0
+                 "--max-new-tokens", "5", "--quiet", "--threads", "1", "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 9 and rows[0]["steering"] == "-en +2*ru [add]"
+    assert len(rows) == 9 and rows[0]["steering"] == "-en +2*ru [add]" and rows[0]["prompt_format"] == "plain"
+    assert torch.get_num_threads() == 1
     assert "baseline [" in capsys.readouterr().out
+    assert main(["generate", *common, "--steer", "+ru", "--prompt", "x", "--prompt-format", "chat"]) == 2
+    assert "no chat template" in capsys.readouterr().err
 
 
 def test_evaluate_forcing_sweep_and_fallback(files, capsys):
@@ -49,15 +53,15 @@ def test_evaluate_forcing_sweep_and_fallback(files, capsys):
     assert "forcing" in capsys.readouterr().out
 
 
-def test_calibrate_then_steer_with_it(files):
+def test_calibrate_then_steer_with_it(files, capsys):
     root, common = files
     cal_path = root / "cal.json"
     assert main(["calibrate", *common[:2], "--stats", str(root / "stats.safetensors"), "--targets", "ru,de",
                  "--max-new-tokens", "3", "--identifier", "script", "--quiet", "-o", str(cal_path)]) == 0
     cal = Calibration.load(cal_path)
-    # on this random model no candidate writes German (Latin script like the prompts): de gets no setting
-    assert set(cal.settings) == {"ru"} and len(cal.scores["ru"]) == 6 and len(cal.scores["de"]) == 6
-    assert all(not (s["stage2"] or {}).get("fluent_success") for s in cal.scores["de"])
+    # the script identifier cannot name German ("und-Latn"), so nothing works for de: a warning and no setting
+    assert set(cal.settings) == {"ru"} and len(cal.scores["ru"]) == 6 and set(cal.meta["failed"]) == {"de"}
+    assert "no setting is stored for 'de'" in capsys.readouterr().err
     assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru", "--calibrated",
                  str(cal_path), "--max-new-tokens", "3", "--identifier", "script", "--quiet",
                  "--output-dir", str(root / "fc")]) == 0
@@ -76,3 +80,24 @@ def test_errors(files, capsys):
     assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru", "--calibrated",
                  str(root / "missing.json")]) == 2
     assert "run `langneurons calibrate` first" in capsys.readouterr().err
+
+
+def test_calibrate_and_forcing_on_a_questions_file(files, capsys):
+    root, common = files
+    qfile = root / "questions.jsonl"
+    rows = [{"lang": lang, "question": f"{text} {i}", **({"split": "dev"} if i % 2 else {})}
+            for lang in ("en", "de", "ru") for i, text in enumerate(SAMPLE[lang] * 3)]
+    qfile.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    cal_path = root / "cal_q.json"
+    assert main(["calibrate", *common[:2], "--stats", str(root / "stats.safetensors"), "--targets", "ru",
+                 "--questions-file", str(qfile), "--max-new-tokens", "2", "--identifier", "script", "--quiet",
+                 "-o", str(cal_path)]) == 0
+    meta = Calibration.load(cal_path).meta
+    # two off-diagonal sources (en, de): 6 questions each in the first round, so one prompt is 1/12 of a score
+    assert meta["questions"] == "user" and meta["first_round_questions_per_source"] == 6
+    assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru", "--questions-file", str(qfile),
+                 "--split", "dev", "--max-new-tokens", "2", "--identifier", "script", "--quiet",
+                 "--output-dir", str(root / "fq")]) == 0
+    samples = [json.loads(line) for line in (root / "fq" / "forcing_samples.jsonl").read_text().splitlines()]
+    dev_en = [r["question"] for r in rows if r["lang"] == "en" and r.get("split") == "dev"]
+    assert sorted({s["prompt"] for s in samples}) == sorted(f"Q: {q}\nA:" for q in dev_en)

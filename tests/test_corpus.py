@@ -31,14 +31,15 @@ from langneurons.data.corpus import (
 
 
 class CharTokenizer:
-    """One token per character (its code point) and an optional BOS id: streams are easy to write by hand."""
+    """One token per character (its code point) and an optional BOS id, added before a text unless `add_bos` is
+    False (as SmolLM2's and Qwen2's tokenizers have a BOS token they never add): streams are easy to write by hand."""
 
-    def __init__(self, bos_token_id: int | None = None) -> None:
-        self.bos_token_id = bos_token_id
+    def __init__(self, bos_token_id: int | None = None, add_bos: bool = True) -> None:
+        self.bos_token_id, self.add_bos = bos_token_id, add_bos
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
-        assert not add_special_tokens
-        return SimpleNamespace(input_ids=[ord(c) for c in text])
+        bos = [self.bos_token_id] if add_special_tokens and self.add_bos and self.bos_token_id is not None else []
+        return SimpleNamespace(input_ids=bos + [ord(c) for c in text])
 
 
 def ids(text: str) -> list[int]:
@@ -53,6 +54,7 @@ def test_window_prefix():
     assert window_prefix(tiny_tokenizer()) == [1]
     assert window_prefix(CharTokenizer()) == []
     assert window_prefix(CharTokenizer(bos_token_id=7)) == [7]
+    assert window_prefix(CharTokenizer(bos_token_id=7, add_bos=False)) == []  # the tokenizer's own rule
 
 
 def test_pack_windows_by_hand_without_bos():

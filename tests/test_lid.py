@@ -107,3 +107,36 @@ def test_han_rule_corrects_short_chinese_called_japanese():
         assert fixed.confidence == 1.0
     japanese = "水は人間にとって必要な栄養です。"
     assert FastTextIdentifier().identify([japanese])[0].language == "ja"
+
+
+def test_script_check_never_contradicts_the_script() -> None:
+    text = "烤鸡胸肉 烤鱼 烤鸡胸肉和烤鱼"  # fastText lite: "en" at 0.12
+    raw = FastTextIdentifier(script_check=False, floor=0.0).identify([text])[0]
+    assert raw.language == "en"  # what the check is for
+    assert FastTextIdentifier().identify([text])[0] == Identified("zh", 1.0)
+    # mostly Hangul / Cyrillic / Arabic / Devanagari with a stray Latin word: a label of that script
+    cases = [("서울 Seoul 서울 서울", {"ko"}), ("Москва Moscow Москва", {"ru", "uk", "bg"}),
+             ("القاهرة Cairo القاهرة", {"ar", "fa", "arz"}), ("दिल्ली Delhi दिल्ली", {"hi", "mr", "ne"})]
+    for text, script_languages in cases:
+        assert FastTextIdentifier(floor=0.0).identify([text])[0].language in script_languages, text
+
+
+def test_latin_text_called_a_non_latin_language_is_unknown() -> None:
+    text = "asdkj qwe zzkx"  # fastText lite: "ja"
+    assert FastTextIdentifier(script_check=False, floor=0.0).identify([text])[0].language == "ja"
+    assert FastTextIdentifier(floor=0.0).identify([text])[0].language == "und"
+
+
+def test_confidence_floor() -> None:
+    text = "Hello"  # fastText lite: "en" at about 0.23
+    raw = FastTextIdentifier(floor=0.0).identify([text])[0]
+    assert raw.language == "en" and raw.confidence < 0.3
+    assert FastTextIdentifier(floor=0.3).identify([text])[0] == Identified("und", raw.confidence)
+    assert FastTextIdentifier(floor=0.1).identify([text])[0].language == "en"
+
+
+def test_cyrillic_with_russian_only_letters_is_russian() -> None:
+    ident = FastTextIdentifier(floor=0.0)
+    found = {t: ident.identify([t])[0] for t in ["Мы были в Москве.", "Ми були в Києві.", "Это было вчера."]}
+    assert found["Ми були в Києві."].language == "uk"  # Ukrainian letters (ї): left alone
+    assert all(found[t].language == "ru" for t in ("Мы были в Москве.", "Это было вчера."))

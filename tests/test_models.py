@@ -18,6 +18,7 @@ from langneurons.core import models
 from langneurons.core.cache import cache_dir
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import EmbeddedModel, load_model, model_id, model_revision
+from langneurons.core.provenance import config_fingerprint, model_meta
 from langneurons.core.sites import find_sites
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -342,3 +343,93 @@ def test_gemma_reload_uses_cache(gemma) -> None:
     assert list(_models_dir().rglob("*.gguf")) == []
     ids = tokenizer("Bonjour le monde").input_ids
     assert torch.equal(_logits(again, ids), _logits(model, ids))
+
+
+# --- a user's .gguf: converted once, keyed by content; fingerprints ------------------------------------------
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """A "GGUF" file whose conversion (counted) yields a tiny llama; the cache lives in tmp_path."""
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(tmp_path / "cache"))
+    state = types.SimpleNamespace(conversions=0, path=tmp_path / "m.gguf")
+    state.path.write_bytes(b"GGUF one")
+
+    def fake_load_gguf(path: Path, kwargs: dict):
+        state.conversions += 1
+        return make_tiny("llama", seed=len(path.read_bytes())), tiny_tokenizer()
+
+    monkeypatch.setattr(models, "_load_gguf", fake_load_gguf)
+    return state
+
+
+def test_gguf_converted_once_and_keyed_by_content(fake_gguf: types.SimpleNamespace, tmp_path: Path) -> None:
+    import hashlib
+
+    model, _ = load_model(fake_gguf.path)
+    sha = hashlib.sha256(b"GGUF one").hexdigest()
+    assert (cache_dir("models") / f"gguf-{sha[:16]}" / models.MARKER).is_file()
+    assert model_id(model) == str(fake_gguf.path.resolve()) and model_revision(model) == f"gguf:{sha[:12]}"
+    again, _ = load_model(fake_gguf.path)
+    assert fake_gguf.conversions == 1 and torch.equal(_logits(model, [1, 5, 9]), _logits(again, [1, 5, 9]))
+    copy = tmp_path / "elsewhere.gguf"  # the same bytes under another name: the same cached folder
+    shutil.copy(fake_gguf.path, copy)
+    load_model(copy)
+    assert fake_gguf.conversions == 1
+    fake_gguf.path.write_bytes(b"GGUF two, changed")  # new content at the same path: converted again
+    changed, _ = load_model(fake_gguf.path)
+    assert fake_gguf.conversions == 2
+    assert model_meta(changed)["content_sha256"] == hashlib.sha256(b"GGUF two, changed").hexdigest()
+    assert model_meta(changed)["content_sha256"] != model_meta(model)["content_sha256"]
+
+
+def test_content_hash_is_remembered_by_path_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"x" * 3_000_000)
+    assert models.content_sha256(f) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+    opened = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self) or real_open(self, *a, **k))
+    models.content_sha256(f)
+    assert f not in opened  # answered from the remembered record
+    f.write_bytes(b"y" * 3_000_000)  # same size; the mtime changes
+    assert models.content_sha256(f) == hashlib.sha256(b"y" * 3_000_000).hexdigest()
+
+
+def test_folder_fingerprint(tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(tmp_path / "cache"))
+    model, _ = load_model(tiny_folder)
+    fp = model_meta(model)
+    files = sorted(p for p in tiny_folder.rglob("*") if p.is_file())
+    by_hand = hashlib.sha256("".join(
+        f"{p.relative_to(tiny_folder).as_posix()}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in files
+    ).encode()).hexdigest()
+    assert fp["content_sha256"] == by_hand and fp["type"] == "llama" and fp["id"] == model_id(model)
+    assert len(fp["config_sha256"]) == 16
+    # the config hash ignores how the model was loaded (dtype), not what it is (its shape)
+    in_bf16 = load_model(tiny_folder, dtype="bfloat16")[0]
+    assert model_meta(in_bf16)["config_sha256"] == fp["config_sha256"]
+    other = make_tiny("llama")
+    other.config.intermediate_size += 1
+    assert config_fingerprint(other.config) != fp["config_sha256"]
+
+
+def test_set_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langneurons.cli.options import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(2) == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_threads(None) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert 1 <= set_threads(None) <= 8
+        with pytest.raises(LangNeuronsError, match="--threads 0"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)

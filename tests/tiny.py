@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 SAMPLE = {
@@ -81,8 +81,10 @@ TINY_CONFIGS: dict[str, dict] = {
 
 
 @cache
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained in memory on a few multilingual sentences; id 1 is BOS."""
+def tiny_tokenizer(add_bos: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in memory on a few multilingual sentences; id 1 is BOS, added before
+    every text (`add_special_tokens=True`) unless `add_bos` is False (as SmolLM2's and Qwen2's tokenizers have a
+    BOS token they never add)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -91,6 +93,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator([t for texts in SAMPLE.values() for t in texts] * 3, trainer)
+    if add_bos:  # adds BOS before a text, as gemma's and Llama's do
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
     )

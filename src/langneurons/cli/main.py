@@ -19,6 +19,7 @@ from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
 from langneurons.cli.options import (
     Parser,
     add_model_options,
+    add_threads_option,
     build_corpus,
     check_numbers,
     load_model_from_args,
@@ -498,6 +499,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--no-perplexity", action="store_true", help="skip the perplexity matrix")
     d.add_argument("--output-dir", default="runs/demo", help="where results go (default runs/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(d)
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -526,6 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("always", LangNeuronsWarning)
             warnings.showwarning = _show_warning
             _join_ranks()
+            if hasattr(args, "threads"):
+                from langneurons.cli.options import set_threads
+
+                set_threads(args.threads)
             args.func(args)
     except LangNeuronsError as e:
         print(f"langneurons: error: {e}", file=sys.stderr)

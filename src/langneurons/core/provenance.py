@@ -1,7 +1,8 @@
 """Which model an artifact was made on, and the one check that an artifact fits the model it is used with.
 
-Artifacts record `{"id", "revision", "type", "config_sha256"}` under `meta["model"]` (more fields, such as a
-weights file hash, may be added; every field both sides record is compared).
+Artifacts record `{"id", "revision", "type", "config_sha256", "content_sha256"}` under `meta["model"]` (the
+content hash of the loaded file or folder; None for hub models, named by id and revision); every field both sides
+record is compared.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def model_meta(model: Any) -> dict[str, Any]:
 
     config = getattr(model, "config", None)
     return {"id": model_id(model), "revision": model_revision(model), "type": getattr(config, "model_type", None),
-            "config_sha256": config_fingerprint(config) if config is not None else None}
+            "config_sha256": config_fingerprint(config) if config is not None else None,
+            "content_sha256": getattr(model, "langneurons_content", None)}
 
 
 def check_same_model(recorded: Any, current: dict[str, Any], what: str, allow_other: bool = False) -> None:

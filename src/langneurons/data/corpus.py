@@ -540,8 +540,21 @@ def _declaration_documents(path: Path) -> Iterator[str]:
 
 
 def window_prefix(tokenizer: Any) -> list[int]:
-    """The tokens every window starts with: BOS if the tokenizer has one."""
-    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    """The tokens every window and every plain prompt start with, by the tokenizer's own rule: the special tokens
+    it puts before a text (gemma's and Llama's BOS; nothing for GPT-2, SmolLM2 or Qwen2, whose `bos_token` is never
+    added). Statistics and generation share this start, so neurons are measured as they run when steered."""
+    bare = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return list(full[:start])
+    return []
+
+
+def describe_start(tokenizer: Any) -> dict[str, Any]:
+    """How windows and plain prompts begin, for metadata: the prefix ids and their tokens."""
+    prefix = window_prefix(tokenizer)
+    return {"rule": "tokenizer", "ids": prefix, "tokens": tokenizer.convert_ids_to_tokens(prefix) if prefix else []}
 
 
 def pack_windows(

@@ -29,6 +29,14 @@ def qa_prompt(question: str) -> str:
     return f"Q: {question}\nA:"
 
 
+def question_prompt(question: str, prompt_format: str) -> str:
+    """The prompt text for one question in a resolved prompt format (`generation.resolve_prompt_format`): the
+    `Q:/A:` frame for "plain", the bare question as the user's message for "chat"."""
+    if prompt_format not in ("chat", "plain"):
+        raise LangNeuronsError(f"question_prompt needs a resolved format, 'chat' or 'plain', not {prompt_format!r}")
+    return question if prompt_format == "chat" else qa_prompt(question)
+
+
 def cut_continuation(text: str) -> str:
     """`text` up to the first stop string (see `STOP_STRINGS`), stripped of surrounding whitespace."""
     return cut(text, STOP_STRINGS)
@@ -55,11 +63,15 @@ def questions(language: str, split: str = "eval") -> list[str]:
 def load_questions(path: str | Path) -> dict[str, dict[str, list[str]]]:
     """Read a question file: `{language: {"eval": [...], "dev": [...], "all": [...]}}`.
 
-    The file is either the built-in schema (`{"version": 1, "splits": {"eval": [indices], "dev": [indices]},
-    "questions": {language: [questions]}}`, splits optional) or a plain `{language: [questions]}` mapping, whose
+    A `.jsonl` file has one question a line, `{"lang": "de", "question": "...", "split": "dev"}`; "split" is
+    optional ("eval" or "dev"; without it the question is "eval"). Other files are JSON: either the built-in schema
+    (`{"version": 1, "splits": {"eval": [indices], "dev": [indices]}, "questions": {language: [questions]}}`,
+    splits optional) or a plain `{language: [questions]}` mapping, whose
     questions are all "eval". "all" keeps every question in file order.
     """
     path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return _read_jsonl(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -67,6 +79,36 @@ def load_questions(path: str | Path) -> dict[str, dict[str, list[str]]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LangNeuronsError(f"question file {path} is not valid UTF-8 JSON ({e}); fix the file") from None
     return _parse(raw, str(path))
+
+
+def _read_jsonl(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Questions from JSONL lines `{"lang", "question", "split"?}`, in file order per language."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LangNeuronsError(f"question file {path} not found; check the path") from None
+    except UnicodeDecodeError as e:
+        raise LangNeuronsError(f"question file {path} is not UTF-8 ({e}); fix the file") from None
+    out: dict[str, dict[str, list[str]]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LangNeuronsError(f"{path}:{number}: not JSON ({e.msg}); write one JSON object a line") from None
+        lang, question, split = (row.get(k) if isinstance(row, dict) else None for k in ("lang", "question", "split"))
+        if not (isinstance(lang, str) and lang.strip() and isinstance(question, str) and question.strip()):
+            raise LangNeuronsError(f'{path}:{number}: write {{"lang": "de", "question": "...", "split": "dev"}} '
+                                   "with a non-empty lang and question")
+        if split not in (None, "eval", "dev"):
+            raise LangNeuronsError(f"{path}:{number}: split {split!r}; use 'eval', 'dev' or leave it out")
+        entry = out.setdefault(lang.strip(), {"eval": [], "dev": [], "all": []})
+        entry[split or "eval"].append(question)
+        entry["all"].append(question)
+    if not out:
+        raise LangNeuronsError(f"question file {path} has no questions; add JSON lines {{lang, question}}")
+    return out
 
 
 @functools.cache

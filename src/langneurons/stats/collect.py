@@ -23,7 +23,7 @@ from langneurons.core.hooks import Hooks
 from langneurons.core.models import model_placement
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, pack_windows, window_prefix
+from langneurons.data.corpus import Corpus, describe_start, pack_windows, window_prefix
 from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 from langneurons.stats.sums import LanguageSums
 
@@ -238,7 +238,8 @@ def collect_stats(
                 "track_sq": track_sq, "hidden": hidden}
     hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
     stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons,
-                        collection_meta(model, sites, corpus, settings, batch_size), hidden_size, track_sq)
+                        collection_meta(model, sites, corpus, settings, batch_size, start=describe_start(tokenizer)),
+                        hidden_size, track_sq)
     recorder = StatsRecorder(sites, skip=skip, track_sq=track_sq, hidden=hidden)
     return run_collection(model, tokenizer, corpus, recorder, stats, settings, batch_size=batch_size,
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, desc="collect")

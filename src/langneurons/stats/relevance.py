@@ -31,7 +31,7 @@ from langneurons.core.hooks import Hooks
 from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
 from langneurons.core.lrp import attnlrp, check_supported
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, window_prefix
+from langneurons.data.corpus import Corpus, describe_start, window_prefix
 from langneurons.stats.collect import (
     check_collection,
     collection_meta,
@@ -258,7 +258,8 @@ def collect_relevance(
     sites = find_sites(model)
     prefix = window_prefix(tokenizer)
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": len(prefix), "rule": rule}
-    meta = collection_meta(model, sites, corpus, settings, batch_size, relevance=RULES[rule])
+    meta = collection_meta(model, sites, corpus, settings, batch_size, relevance=RULES[rule],
+                           start=describe_start(tokenizer))
     relevance = empty_relevance(corpus.languages, sites.n_layers, sites.n_neurons, meta)
     recorder = RelevanceRecorder(sites, skip=len(prefix), exclude_target=prefix[0] if prefix else None,
                                  explain_logit=rule == "attnlrp")

@@ -1,4 +1,10 @@
-"""Greedy, batched, left-padded generation that returns only the continuations, optionally steered per prompt."""
+"""Greedy, batched, left-padded generation that returns only the continuations, optionally steered per prompt.
+
+Prompts are texts; how a text becomes tokens is the prompt format, decided here for every generating command:
+"plain" puts the text after the tokenizer's own start (`corpus.window_prefix`, the same start as the statistics'
+windows), "chat" makes the text the user's message in the tokenizer's chat template with the assistant's turn
+opened, and "auto" (the default) is "chat" when the tokenizer has a chat template and "plain" otherwise.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,54 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from langneurons.core.distributed import rounds
+from langneurons.core.errors import LangNeuronsError
+from langneurons.data.corpus import describe_start, window_prefix
 from langneurons.data.prompts import cut
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import BatchSteering, Steering, SteeringConfig, SteeringTable
 
+PROMPT_FORMATS = ("auto", "chat", "plain")
+
+
+def resolve_prompt_format(tokenizer: Any, prompt_format: str = "auto") -> str:
+    """"chat" or "plain": `prompt_format`, with "auto" meaning "chat" when the tokenizer has a chat template."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise LangNeuronsError(f"unknown prompt format {prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_template:
+        raise LangNeuronsError("the tokenizer has no chat template; use --prompt-format plain (or auto)")
+    if prompt_format == "auto":
+        return "chat" if has_template else "plain"
+    return prompt_format
+
+
+def encode_prompt(tokenizer: Any, text: str, prompt_format: str = "auto") -> list[int]:
+    """Token ids of one prompt: the tokenizer's start + `text` ("plain"), or `text` as the user's message in the
+    chat template with the assistant's turn opened ("chat"; the template writes its own start tokens)."""
+    if resolve_prompt_format(tokenizer, prompt_format) == "plain":
+        return window_prefix(tokenizer) + tokenizer(text, add_special_tokens=False).input_ids
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             tokenize=False)
+    return tokenizer(rendered, add_special_tokens=False).input_ids
+
+
+def prompt_settings(tokenizer: Any, prompt_format: str = "auto") -> dict[str, Any]:
+    """The resolved prompt format and the start of plain prompts and statistics windows, as recorded in results."""
+    return {"format": resolve_prompt_format(tokenizer, prompt_format), "requested": prompt_format,
+            "start": describe_start(tokenizer)}
+
 
 def generation_settings(
     max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float,
-    max_batch_tokens: int | None = None,
+    max_batch_tokens: int | None = None, prompt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every generation setting, as recorded in results (the token budget only when there is one)."""
+    """Every generation setting, as recorded in results (the token budget only when there is one; `prompt`: from
+    `prompt_settings`)."""
     budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
-    return {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
-            "batch_size": batch_size, **budget, "padding": "left", "repetition_penalty": repetition_penalty}
+    out = {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
+           "batch_size": batch_size, **budget, "padding": "left", "repetition_penalty": repetition_penalty}
+    return out if prompt is None else {**out, "prompt": prompt}
 
 
 class StopOnStrings(StoppingCriteria):
@@ -88,6 +128,7 @@ def generate(
     repetition_penalty: float = 1.0,
     progress: bool = False,
     max_batch_tokens: int | None = None,
+    prompt_format: str = "auto",
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
@@ -97,22 +138,24 @@ def generate(
     to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with different
     settings share a batch (each setting is compiled once; a batch applies all of them at once).
     `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
-    Under torchrun the batches are split over the ranks and every rank returns all texts.
+    Under torchrun the batches are split over the ranks and every rank returns all texts. Each prompt text is
+    encoded by `encode_prompt` in `prompt_format` ("auto", "chat" or "plain").
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
     if batch_size <= 0 or (max_batch_tokens is not None and max_batch_tokens <= 0):
         raise ValueError("batch_size and max_batch_tokens must be positive")
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    fmt = resolve_prompt_format(tokenizer, prompt_format)
+    encoded = [encode_prompt(tokenizer, p, fmt) for p in prompts]
     compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
     table = SteeringTable(model, list(compiled.values())) if compiled else None  # once per run, not per batch
-    lengths = [len(ids) for ids in tokenizer(list(prompts)).input_ids] if prompts else []
+    lengths = [len(ids) for ids in encoded]
     batches = token_batches(lengths, batch_size, max_batch_tokens, max_new_tokens)
     out: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
 
     def run(rows: list[int]) -> list[str]:
-        chunk = [prompts[i] for i in rows]
+        chunk = [encoded[i] for i in rows]
         configs = [steerings[i] for i in rows] if steerings is not None else None
         return _generate_batch(model, tokenizer, chunk, configs, compiled, table, max_new_tokens, stop_strings,
                                repetition_penalty)
@@ -124,20 +167,19 @@ def generate(
                     out[i] = text
                 bar.update(len(rows))
     finally:
-        tokenizer.padding_side = side
         bar.close()
     return out
 
 
-def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], configs: list | None,
+def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[list[int]], configs: list | None,
                     compiled: dict[str | None, Steering], table: SteeringTable | None, max_new_tokens: int,
                     stop_strings: Sequence[str], repetition_penalty: float) -> list[str]:
     """One left-padded batch; on out-of-memory, its two halves one after the other (down to single prompts)."""
     try:
-        batch = tokenizer(chunk, return_tensors="pt", padding=True).to(model.get_input_embeddings().weight.device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        batch = _left_padded(chunk, pad_id, model.get_input_embeddings().weight.device)
         length = batch["input_ids"].shape[1]
         stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with ExitStack() as stack:
             if configs is not None and any(c is not None for c in configs):
                 stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs], table).remove)
@@ -154,6 +196,17 @@ def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[str], co
               (chunk[half:], None if configs is None else configs[half:])]
     return [text for part, part_configs in halves for text in _generate_batch(
         model, tokenizer, part, part_configs, compiled, table, max_new_tokens, stop_strings, repetition_penalty)]
+
+
+def _left_padded(rows: Sequence[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask of token rows, left-padded to the longest."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 def _key(config: SteeringConfig | None) -> str | None:

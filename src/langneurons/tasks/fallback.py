@@ -25,12 +25,12 @@ from langneurons.cli.options import add_generation_options, add_model_options, l
 from langneurons.core.artifacts import write_atomic, write_json
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
-from langneurons.core.models import model_id, model_revision
+from langneurons.core.provenance import model_meta
 from langneurons.core.version import __version__
-from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
+from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
 from langneurons.identify.neurons import NeuronSet
 from langneurons.steering.edits import SteeringConfig
-from langneurons.steering.generation import generate, generation_settings
+from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
 
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
@@ -124,15 +124,19 @@ def run_fallback(
     identifier: str = "fasttext",
     repetition_penalty: float = 1.0,
     progress: bool = True,
+    prompt_format: str = "auto",
 ) -> FallbackResult:
     """Deactivate the languages of `order` cumulatively (neurons set to `value`) and identify the output languages.
 
     `prompts`: the prompts, all in `language` (default: the built-in eval questions of `language`, as
-    "Q: ...\\nA:"). All steps are generated in one batched call (greedy, cut at `prompts.STOP_STRINGS`).
+    "Q: ...\\nA:" or, in the chat format, as the user's message). `prompt_format`: "auto" (the chat template
+    when the tokenizer has one), "chat" or "plain". All steps are generated in one batched call (greedy, cut at
+    `prompts.STOP_STRINGS`).
     """
+    fmt = resolve_prompt_format(tok, prompt_format)
     order = _check(neurons, language, order)
     source = "user" if prompts is not None else "builtin:eval"
-    prompts = list(prompts) if prompts is not None else [qa_prompt(q) for q in questions(language, "eval")]
+    prompts = list(prompts) if prompts is not None else [question_prompt(q, fmt) for q in questions(language, "eval")]
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise LangNeuronsError("prompts must be a non-empty list of non-empty strings")
     lid = get_identifier(identifier)
@@ -144,7 +148,7 @@ def run_fallback(
         model, tok, prompts * len(configs), max_new_tokens=max_new_tokens, batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
         stop_strings=STOP_STRINGS, steerings=[c for c in configs for _ in prompts], neurons=neurons,
-        repetition_penalty=repetition_penalty, progress=progress,
+        repetition_penalty=repetition_penalty, progress=progress, prompt_format=fmt,
     )
     seconds = time.perf_counter() - start
     found = lid.identify(outputs)
@@ -160,8 +164,10 @@ def run_fallback(
     settings = {
         "language": language, "order": order, "value": value, "prompts": source, "n_prompts": n,
         "identifier": identifier, "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size,
-                                                                    repetition_penalty, max_batch_tokens),
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+                                                                    repetition_penalty, max_batch_tokens,
+                                                                    prompt=prompt_settings(tok, fmt)),
+        "prompt_format": fmt,
+        "model": model_meta(model),
         "neurons": {"method": neurons.meta.get("method"), "settings": neurons.meta.get("settings", {}),
                     "counts": {lang: neurons.count(lang) for lang in neurons.languages}},
         "versions": {"langneurons": __version__, "torch": torch.__version__,
@@ -191,7 +197,7 @@ def main(args: argparse.Namespace) -> None:
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           max_batch_tokens=args.batch_tokens,
                           identifier=args.identifier, repetition_penalty=args.repetition_penalty,
-                          progress=not args.quiet)
+                          progress=not args.quiet, prompt_format=args.prompt_format)
     files = result.save(args.output_dir)
     for step in result.steps:
         top = sorted(step["distribution"].items(), key=lambda kv: -kv[1])[:4]

@@ -30,6 +30,7 @@ from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
 from langneurons.core.models import model_id, model_revision
+from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows
 from langneurons.identify.neurons import NeuronSet
@@ -441,7 +442,7 @@ def finetune(
                 "eval_every": eval_every, "patience": patience, "eval_tokens": eval_tokens, "seed": seed,
                 "optimizer": "AdamW"}
     meta = {
-        "model": {"id": model_id(model), "revision": model_revision(model)},
+        "model": model_meta(model),
         "site": sites.describe(),
         "shape": {"layers": sites.n_layers, "neurons": sites.n_neurons},
         "language": language,

@@ -1,8 +1,10 @@
 """Language forcing: ask in one language, steer towards another, and check the answer's language.
 
-A source x target grid of built-in (or user) questions in the `Q: ...\\nA:` format. Success of one output: the
-identifier says it is in the target language. Fluent success: also not empty and at least half of its token
-bigrams distinct. The mean NLL of each output under the unsteered model is recorded beside.
+A source x target grid of built-in (or user) questions, asked through the chat template of an instruct model
+(`--prompt-format auto`, the default, when the tokenizer has one) or in the `Q: ...\\nA:` frame. Success of one
+output: the identifier says it is in the target language. Fluent success: also not empty, at least half of its
+token bigrams distinct and no repeated line pattern. The mean NLL of each output under the unsteered model is
+recorded beside.
 """
 
 
@@ -29,15 +31,18 @@ from langneurons.core.artifacts import atomic_path, write_json
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.models import model_id
-from langneurons.data.prompts import STOP_STRINGS, qa_prompt, questions
+from langneurons.core.provenance import model_meta
+from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
 from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import ForcingSetting, SteeringConfig
-from langneurons.steering.generation import generate, generation_settings
+from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier
 
+SUCCESS_RULE = ("identified language == target (confidence above the identifier's floor, label fits the script) "
+                "and not empty; fluent: and distinct-bigram share >= 0.5 and no repeated line pattern")
 SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
 
@@ -141,6 +146,7 @@ def run_forcing(
     nll: bool = True,
     skip_unavailable: bool = False,
     progress: bool = True,
+    prompt_format: str = "auto",
 ) -> ForcingResult:
     """Generate every (setting, source, target, question) and judge it.
 
@@ -148,8 +154,10 @@ def run_forcing(
     calibration; targets a label leaves out are not run for it). `baseline` adds the unsteered outputs as the
     setting "baseline" (success = the unsteered answer happens to be in the target language). Rows of all
     settings and cells share batches. `skip_unavailable` leaves out (setting, target) pairs whose neuron set
-    has no neurons for the target instead of failing.
+    has no neurons for the target instead of failing. `prompt_format`: "auto" (the chat template when the
+    tokenizer has one), "chat" or "plain" (`Q: ...\\nA:`).
     """
+    fmt = resolve_prompt_format(tokenizer, prompt_format)
     if isinstance(plan, Sequence):
         plan = {s.label(): dict.fromkeys(targets, s) for s in plan}
     plan = dict(plan)
@@ -183,13 +191,13 @@ def run_forcing(
     if baseline:
         jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
     outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                             max_batch_tokens, repetition_penalty, progress)
+                             max_batch_tokens, repetition_penalty, progress, fmt)
     lid = get_identifier(identifier)
     texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
     found = lid.identify(texts)
-    prompts = [qa_prompt(prompts_of[j[1]][j[3]]) for j in jobs]
+    prompts = [question_prompt(prompts_of[j[1]][j[3]], fmt) for j in jobs]
     unique = list(dict.fromkeys(zip(prompts, texts)))  # the baseline answers repeat for every target
-    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique)))) if nll else {}
+    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique), prompt_format=fmt))) if nll else {}
     nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
     for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
@@ -204,14 +212,16 @@ def run_forcing(
         })
     labels = [*plan, *(["baseline"] if baseline else [])]
     settings = {
-        "task": "forcing", "model": model_id(model), "sources": list(sources), "targets": list(targets),
+        "task": "forcing", "model": model_id(model), "model_fingerprint": model_meta(model),
+        "sources": list(sources), "targets": list(targets),
         "split": split, "labels": labels, "identifier": identifier,
         "plan": {label: {t: asdict(s) for t, s in per.items()} for label, per in plan.items()},
         "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
                                                  "settings": neurons.meta.get("settings")},
         "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty,
-                                          max_batch_tokens),
-        "success_rule": "identified language == target and not empty; fluent: and distinct-bigram share >= 0.5",
+                                          max_batch_tokens, prompt=prompt_settings(tokenizer, fmt)),
+        "prompt_format": fmt,
+        "success_rule": SUCCESS_RULE,
     }
     return ForcingResult(settings, samples)
 
@@ -229,7 +239,7 @@ def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] 
 
 
 def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                   max_batch_tokens, repetition_penalty, progress) -> dict[tuple[str, int, str, str], str]:
+                   max_batch_tokens, repetition_penalty, progress, fmt) -> dict[tuple[str, int, str, str], str]:
     """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question."""
     out: dict[tuple[str, int, str, str], str] = {}
     by_rate: dict[float | None, list[tuple[tuple[str, int, str, str], str, SteeringConfig | None]]] = {}
@@ -237,12 +247,13 @@ def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_n
         key = (source, i, label if config else "baseline", target if config else "")
         if key not in out:
             out[key] = ""
-            by_rate.setdefault(rate if config else None, []).append((key, qa_prompt(prompts_of[source][i]), config))
+            by_rate.setdefault(rate if config else None, []).append((key, question_prompt(prompts_of[source][i], fmt),
+                                                                         config))
     for rate, rows in by_rate.items():
         texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
                          max_batch_tokens=max_batch_tokens,
                          stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
-                         stats=stats, repetition_penalty=repetition_penalty, progress=progress)
+                         stats=stats, repetition_penalty=repetition_penalty, progress=progress, prompt_format=fmt)
         for (key, _, _), text in zip(rows, texts):
             out[key] = text
     return out
@@ -259,7 +270,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", help="settings to compare, e.g. 'add:1,2,4 replace diffmean:1.5'")
     p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
     p.add_argument("--split", default="eval", choices=["eval", "dev", "all"], help="question split (default eval)")
-    p.add_argument("--questions-file", help="your own questions (JSON, same schema as the built-in set)")
+    p.add_argument("--questions-file",
+                   help="your own questions: JSONL lines {lang, question, split?} or JSON like the built-in set")
     p.add_argument("--no-baseline", action="store_true", help="skip the unsteered outputs")
     add_generation_options(p)
     p.add_argument("--output-dir", default="runs/forcing", help="results folder")
@@ -308,7 +320,7 @@ def main(args: argparse.Namespace) -> None:
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                          max_batch_tokens=args.batch_tokens,
                          repetition_penalty=args.repetition_penalty, identifier=args.identifier,
-                         progress=not args.quiet)
+                         progress=not args.quiet, prompt_format=args.prompt_format)
     files = result.save(args.output_dir)
     for label, summary in result.summary().items():
         per = " ".join(f"{t}:{v['fluent_success']:.2f}" for t, v in summary["per_target"].items())

@@ -7,7 +7,9 @@ Two backends:
   name only one language per non-Latin script and defers on Latin text.
 
 Both label a text without letters (empty, whitespace, "2019.") `Identified("", 0.0)`: it has no language, and an
-evaluation must count it as a failure (fastText itself would call an empty string English).
+evaluation must count it as a failure (fastText itself would call an empty string English). The fastText backend
+also labels "und" (unknown, a failure too) what it is unsure of (below `CONFIDENCE_FLOOR`), and never gives text
+mostly written in Han, kana, Hangul, Cyrillic, Arabic or Devanagari the label of a language of another script.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Identified:
 
 
 UNIDENTIFIED = Identified("", 0.0)
+UNKNOWN = "und"  # the label of a text the identifier is not sure about; never a target language
+CONFIDENCE_FLOOR = 0.15  # fastText confidences below this are "und"; the built-in questions all score above it
+SCRIPT_MAJORITY = 0.5  # "mostly written in a script": at least this share of the letters
 
 
 class LanguageIdentifier(Protocol):
@@ -55,10 +60,17 @@ class FastTextIdentifier:
     Han text: fastText often calls short Chinese "ja". Japanese prose is practically never written without kana,
     so with `han_rule` (default) a "ja" label on Han text without any kana becomes "zh", and a "zh" label on text
     whose letters are mostly kana and Han with kana among them becomes "ja" (confidence: the Han/kana share).
+
+    With `script_check` (default), text whose letters are mostly (`SCRIPT_MAJORITY`) Han, kana, Hangul, Cyrillic,
+    Arabic or Devanagari never gets the label of a language written in another script: such a label ("en" for
+    short Chinese) becomes the script's main language (zh, or ja with kana; ko, ru, ar, hi), with the script's
+    share as confidence; mostly Latin text labelled with a language of those scripts becomes "und". Cyrillic called
+    "uk", "bg", "sr" or "mk" that has letters only Russian uses (ы, э, ё) and none of theirs becomes "ru". Finally
+    a label below `floor` becomes "und" (unknown).
     """
 
-    def __init__(self, han_rule: bool = True):
-        self.han_rule = han_rule
+    def __init__(self, han_rule: bool = True, script_check: bool = True, floor: float = CONFIDENCE_FLOOR):
+        self.han_rule, self.script_check, self.floor = han_rule, script_check, floor
 
     name = "fasttext"
 
@@ -73,7 +85,11 @@ class FastTextIdentifier:
                 continue
             best = detect(flat)[0]
             found = Identified(str(best["lang"]), float(best["score"]))
-            out.append(_han_rule(flat, found) if self.han_rule else found)
+            if self.han_rule:
+                found = _han_rule(flat, found)
+            if self.script_check:
+                found = _script_rule(flat, found)
+            out.append(found if found.confidence >= self.floor else Identified(UNKNOWN, found.confidence))
         return out
 
 
@@ -88,6 +104,44 @@ def _han_rule(text: str, found: Identified) -> Identified:
         return Identified("zh", share)
     if found.language == "zh" and kana and share > 0.5:
         return Identified("ja", share)
+    return found
+
+
+# fastText's labels written in each of the checked scripts (lid.176's codes); a text mostly in one of these scripts
+# keeps its label only if the label is listed for the script.
+_SCRIPT_LABELS = {
+    "Hani": {"zh", "ja", "wuu", "yue", "gan"},
+    "Kana": {"ja"},
+    "Hang": {"ko"},
+    "Cyrl": {"ru", "uk", "be", "bg", "mk", "sr", "kk", "ky", "tg", "mn", "tt", "ba", "cv", "ce", "os", "sah",
+             "mhr", "mrj", "xal", "kv", "udm", "myv", "krc", "av", "lez", "bxr", "ab"},
+    "Arab": {"ar", "fa", "ur", "ps", "arz", "ckb", "ug", "sd", "azb", "mzn", "glk", "pnb", "ks", "bal"},
+    "Deva": {"hi", "mr", "ne", "sa", "bh", "new", "mai", "gom", "dty", "bpy"},
+}
+_SCRIPT_MAIN = {"Hani": "zh", "Kana": "ja", "Hang": "ko", "Cyrl": "ru", "Arab": "ar", "Deva": "hi"}
+_ONLY_RUSSIAN, _NOT_RUSSIAN = set("ыэёЫЭЁ"), set("іїєґўјљњћџІЇЄҐЎЈЉЊЋЏ")
+
+
+def _script_rule(text: str, found: Identified) -> Identified:
+    """Give text mostly in a checked script a label of that script (see `FastTextIdentifier`)."""
+    counts = Counter(_script(ord(c)) for c in text if c.isalpha())
+    total = sum(counts.values())
+    kana = counts.pop("Kana", 0)
+    counts["Hani"] += kana  # Japanese mixes kana and Han: judge them as one script
+    script, n = counts.most_common(1)[0]
+    if n / total < SCRIPT_MAJORITY:
+        return found
+    if script == "Latn":  # Latin letters called Chinese, Russian, ...: fastText is guessing
+        other = found.language in set().union(*_SCRIPT_LABELS.values())
+        return Identified(UNKNOWN, found.confidence) if other else found
+    if script not in _SCRIPT_MAIN:
+        return found
+    allowed = _SCRIPT_LABELS[script] | (_SCRIPT_LABELS["Kana"] if script == "Hani" else set())
+    if found.language not in allowed:
+        return Identified("ja" if script == "Hani" and kana else _SCRIPT_MAIN[script], n / total)
+    letters = set(text)
+    if found.language in ("uk", "bg", "sr", "mk") and letters & _ONLY_RUSSIAN and not letters & _NOT_RUSSIAN:
+        return Identified("ru", found.confidence)
     return found
 
 

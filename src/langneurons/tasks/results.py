@@ -22,13 +22,14 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
     import torch
     import transformers
 
-    from langneurons.core.models import model_id, model_placement, model_revision
+    from langneurons.core.models import model_placement
+    from langneurons.core.provenance import model_meta
     from langneurons.core.version import __version__
 
     return {
         "task": task,
         "settings": dict(settings),
-        "model": {"id": model_id(model), "revision": model_revision(model), **model_placement(model)},
+        "model": {**model_meta(model), **model_placement(model)},
         "versions": {"langneurons": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -43,11 +43,12 @@ from langneurons.cli.options import (
 from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id
+from langneurons.core.provenance import model_meta
 from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import ForcingSetting, SteeringConfig
-from langneurons.steering.generation import generate, generation_settings
+from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.metrics import bleu_tokenizer, translation_scores
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
@@ -319,6 +320,7 @@ def run_translation(
     fresh: bool = False,
     plot: bool = True,
     progress: bool = True,
+    prompt_format: str = "auto",
 ) -> TranslationResult:
     """Translate the first `n` segments of each (source, target) pair unsteered and steered; score and save.
 
@@ -326,8 +328,11 @@ def run_translation(
     A setting with `top_rate` reruns LAPE on `stats` at that share. A prompt may generate twice its source's
     tokens plus 16, rounded up to a multiple of 32, and at most `max_new_tokens`. Rows go to
     `translation_samples.jsonl` as they are made; a rerun with the same settings skips them (`fresh` starts over).
-    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`.
+    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`. `prompt_format`:
+    "auto" (the filled template as the user's message in the chat template, when the tokenizer has one), "chat"
+    or "plain".
     """
+    fmt = resolve_prompt_format(tokenizer, prompt_format)
     pairs = [tuple(p) for p in pairs]
     if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
         raise LangNeuronsError("pairs must be (source, target) tuples of two different languages, e.g. [('en', 'de')]")
@@ -341,10 +346,12 @@ def run_translation(
     plan = _plan(steering, [t for _, t in pairs])
     neuron_sets = _neuron_sets(plan, neurons, stats)
     lid = get_identifier(identifier)
-    generation = generation_settings(max_new_tokens, STOP, batch_size, repetition_penalty)
+    generation = generation_settings(max_new_tokens, STOP, batch_size, repetition_penalty, max_batch_tokens,
+                                     prompt=prompt_settings(tokenizer, fmt))
     generation["max_new_tokens_rule"] = "2 * source tokens + 16, rounded up to a multiple of 32, at most max_new_tokens"
     settings = {
-        "model": model_id(model), "data": data.description, "template": template, "shots": shots,
+        "model": model_id(model), "model_fingerprint": model_meta(model), "prompt_format": fmt,
+        "data": data.description, "template": template, "shots": shots,
         "names": dict(names or {}), "identifier": identifier,
         "steering": None if plan is None else {t: dataclasses.asdict(s) for t, s in plan.items()},
         "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
@@ -371,7 +378,7 @@ def run_translation(
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
     _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
-                   repetition_penalty, progress)
+                   repetition_penalty, progress, fmt)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -434,7 +441,7 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
 
 
 def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
-                   repetition_penalty, progress) -> None:
+                   repetition_penalty, progress, fmt) -> None:
     """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
@@ -447,7 +454,7 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_s
         return generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
                         max_batch_tokens=max_batch_tokens,
                         stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
-                        repetition_penalty=repetition_penalty)
+                        repetition_penalty=repetition_penalty, prompt_format=fmt)
 
     bar = tqdm(total=len(chunks), desc="translate", disable=not progress)
     # under torchrun: chunks split over ranks, every rank logs every row (rank 0 writes)
@@ -603,7 +610,7 @@ def main(args: argparse.Namespace) -> None:
         names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         max_batch_tokens=args.batch_tokens,
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
-        plot=not args.no_plot, progress=not args.quiet,
+        plot=not args.no_plot, progress=not args.quiet, prompt_format=args.prompt_format,
     )
     from langneurons.cli.main import format_table
 
