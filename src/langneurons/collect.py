@@ -7,7 +7,7 @@ every world-th window and the sums are all-reduced), and resumable from a checkp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +192,8 @@ def collect_stats(
             if lang in done:
                 continue
             skip_below = resume_windows if lang == resume_lang else 0
-            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
-            bar = tqdm(total=max_tokens, desc=f"collect {lang}", unit="tok", disable=not progress or rank != 0)
+            windows, bar = language_windows(tokenizer, corpus, lang, split, window, max_tokens,
+                                             f"collect {lang}", progress and rank == 0)
             n_local, seen = 0, 0
             for batch in _batches(windows, group):
                 seen = batch[-1][0] + 1
@@ -201,13 +201,13 @@ def collect_stats(
                 if mine:
                     rec.run(model, torch.stack(mine).to(device))
                     n_local += sum(len(w) - len(prefix) for w in mine)
-                    bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
+                bar.update(sum(len(w) - len(prefix) for _, w in batch))
                 if checkpoint and seen % step == 0:
                     _flush(rec, stats, k, n_local)
                     n_local = 0
                     if rank == 0:
                         _save(stats, checkpoint, done, partial=(lang, seen))
-            bar.close()
+            _close(bar, lang, max_tokens)
             _flush(rec, stats, k, n_local)
             if stats.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
@@ -219,6 +219,33 @@ def collect_stats(
     if checkpoint and rank == 0:
         stats.save(checkpoint)
     return stats
+
+
+def language_windows(tokenizer: Any, corpus: Corpus, lang: str, split: str, window: int, max_tokens: int | None,
+                     desc: str, progress: bool) -> tuple[Iterable[torch.Tensor], tqdm]:
+    """The windows of one language and a token progress bar whose total is reached: text from memory or local files
+    is tokenized up front (once), so the total is what it holds up to `max_tokens` and a budget it cannot fill is
+    said at once; a streamed corpus (hub) counts to `max_tokens` and says so if the stream ends early."""
+    windows: Iterable[torch.Tensor] = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+    total = max_tokens
+    if corpus.description.get("kind") in ("udhr", "texts", "text_files"):
+        windows = list(windows)
+        skip = len(window_prefix(tokenizer))
+        total = sum(len(w) - skip for w in windows)
+        if progress and max_tokens is not None and total < max_tokens:
+            tqdm.write(f"{desc}: the {split} text holds {total} tokens, fewer than max_tokens={max_tokens}; "
+                       "collecting all of it")
+    return windows, tqdm(total=total, desc=desc, unit="tok", disable=not progress)
+
+
+def _close(bar: tqdm, lang: str, max_tokens: int | None) -> None:
+    """Close a language's bar; a stream that ended before the budget gets its real total and a message."""
+    if bar.total is not None and bar.n < bar.total:
+        if not bar.disable:
+            tqdm.write(f"{lang}: the corpus ran out after {bar.n} tokens, fewer than max_tokens={max_tokens}")
+        bar.total = bar.n
+        bar.refresh()
+    bar.close()
 
 
 def _flush(rec: StatsRecorder, stats: ActivationStats, k: int, n_local: int) -> None:

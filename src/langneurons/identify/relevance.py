@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from langneurons.artifacts import load_tensors, save_tensors
-from langneurons.collect import _batches, _flush, _resume, _save, _shard
-from langneurons.corpus import Corpus, pack_windows, window_prefix
+from langneurons.collect import _batches, _close, _flush, _resume, _save, _shard, language_windows
+from langneurons.corpus import Corpus, window_prefix
 from langneurons.errors import LangNeuronsError
 from langneurons.models import model_id, model_revision
 from langneurons.sites import NeuronSites, find_sites
@@ -353,21 +352,21 @@ def collect_relevance(
             if lang in done:
                 continue
             skip_below = resume_windows if lang == resume_lang else 0
-            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
-            bar = tqdm(total=max_tokens, desc=f"relevance {lang}", unit="tok", disable=not progress or rank != 0)
+            windows, bar = language_windows(tokenizer, corpus, lang, split, window, max_tokens,
+                                             f"relevance {lang}", progress and rank == 0)
             n_local, seen = 0, 0
             for batch in _batches(windows, group):
                 seen = batch[-1][0] + 1
                 mine = [w for i, w in batch if i >= skip_below and i % world == rank]
                 if mine:
                     n_local += rec.run(model, torch.stack(mine).to(device))
-                    bar.update(sum(len(w) - len(prefix) for _, w in batch) if rank == 0 else 0)
+                bar.update(sum(len(w) - len(prefix) for _, w in batch))
                 if checkpoint and seen % step == 0:
                     _flush(rec, stats, k, n_local)
                     n_local = 0
                     if rank == 0:
                         _save(stats, checkpoint, done, partial=(lang, seen))
-            bar.close()
+            _close(bar, lang, max_tokens)
             _flush(rec, stats, k, n_local)
             if stats.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
