@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 MIN_DISTINCT_BIGRAMS = 0.5  # below this share of distinct token bigrams an output counts as degenerate
 
@@ -24,17 +25,19 @@ def is_fluent(text: str, distinct: float) -> bool:
 
 @torch.inference_mode()
 def continuation_nll(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8,
+    progress: bool = False, desc: str = "score",
 ) -> list[float | None]:
     """Mean negative log-likelihood per token of each continuation after its prompt (None for an empty one).
 
     Run it outside any steering block: the guard asks how plausible the steered text is to the plain model.
     Rows are left-padded (positions counted from each row's first real token) so that every continuation ends
-    at the last position, and only the last positions go through the LM head.
+    at the last position, and only the last positions go through the LM head. `progress`: a bar named `desc`.
     """
     device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[float | None] = []
+    bar = tqdm(total=len(prompts), desc=desc, unit="output", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         rows = []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
@@ -56,4 +59,6 @@ def continuation_nll(
                 continue
             logp = torch.log_softmax(logits[i, keep - len(c) - 1 : keep - 1].float(), -1)
             out.append(float(-logp.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean()))
+        bar.update(len(rows))
+    bar.close()
     return out

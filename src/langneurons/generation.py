@@ -49,6 +49,7 @@ def generate(
     stats: ActivationStats | None = None,
     repetition_penalty: float = 1.0,
     progress: bool = False,
+    bar: tqdm | None = None,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
@@ -56,6 +57,7 @@ def generate(
     (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with
     different settings share a batch (each setting is compiled once; a batch applies all of them at once).
     `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
+    `progress` shows a bar counting prompts; `bar`, an open bar of a larger job, is advanced instead.
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
@@ -64,8 +66,10 @@ def generate(
     device = model.get_input_embeddings().weight.device
     compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
     out: list[str] = []
+    own = bar is None
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) if own else bar
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
             length = batch["input_ids"].shape[1]
@@ -78,8 +82,11 @@ def generate(
                                      stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
                                      repetition_penalty=repetition_penalty)
             out += [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
+            bar.update(len(chunk))
     finally:
         tokenizer.padding_side = side
+        if own:
+            bar.close()
     return out
 
 

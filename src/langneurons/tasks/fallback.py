@@ -22,7 +22,7 @@ import torch
 import transformers
 
 import langneurons
-from langneurons.artifacts import write_atomic, write_json
+from langneurons.artifacts import write_atomic
 from langneurons.cli_common import add_generation_options, add_model_options, load_inputs, parse_languages
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import generate, generation_settings
@@ -31,6 +31,7 @@ from langneurons.models import model_id, model_revision
 from langneurons.neurons import NeuronSet
 from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
 from langneurons.steering import SteeringConfig
+from langneurons.tasks.results import FALLBACK_KIND, write_kind
 
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
@@ -60,7 +61,7 @@ class FallbackResult:
 
         out = Path(out_dir)
         paths = {"summary": out / "fallback.json", "samples": out / "fallback_samples.jsonl"}
-        write_json(paths["summary"], self.summary())
+        write_kind(paths["summary"], FALLBACK_KIND, self.summary())
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.samples)
         write_atomic(paths["samples"], lambda p: p.write_text(lines, "utf-8"))
         png, svg = fallback_bars(self, out / "fallback.png")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from langneurons.artifacts import atomic_path, write_json
+from langneurons.artifacts import atomic_path
 from langneurons.cli_common import (
     add_generation_options,
     add_model_options,
@@ -36,6 +37,7 @@ from langneurons.neurons import NeuronSet
 from langneurons.prompts import STOP_STRINGS, qa_prompt, questions
 from langneurons.stats import ActivationStats
 from langneurons.steering import SteeringConfig
+from langneurons.tasks.results import FORCING_KIND, write_kind
 
 SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
@@ -122,7 +124,7 @@ class ForcingResult:
         out.mkdir(parents=True, exist_ok=True)
         cells = {label: {f"{s}>{t}": c for (s, t), c in self.cells(label).items()} for label in self.settings["labels"]}
         files = {"json": out / f"{name}.json", "samples": out / f"{name}_samples.jsonl"}
-        write_json(files["json"], {"settings": self.settings, "summary": self.summary(), "cells": cells})
+        write_kind(files["json"], FORCING_KIND, {"settings": self.settings, "summary": self.summary(), "cells": cells})
         with atomic_path(files["samples"]) as tmp:
             tmp.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in self.samples), "utf-8")
         for i, label in enumerate(self.settings["labels"]):
@@ -210,7 +212,8 @@ def run_forcing(
     found = lid.identify(texts)
     prompts = [qa_prompt(prompts_of[j[1]][j[3]]) for j in jobs]
     unique = list(dict.fromkeys(zip(prompts, texts)))  # the baseline answers repeat for every target
-    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique)))) if nll else {}
+    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique), progress=progress,
+                                               desc="forcing: score NLL"))) if nll else {}
     nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
     for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
@@ -258,12 +261,14 @@ def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_n
         if key not in out:
             out[key] = ""
             by_rate.setdefault(rate if config else None, []).append((key, qa_prompt(prompts_of[source][i]), config))
+    bar = tqdm(total=len(out), desc="forcing: generate", unit="prompt", disable=not progress)
     for rate, rows in by_rate.items():
         texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
                          stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
-                         stats=stats, repetition_penalty=repetition_penalty, progress=progress)
+                         stats=stats, repetition_penalty=repetition_penalty, bar=bar)
         for (key, _, _), text in zip(rows, texts):
             out[key] = text
+    bar.close()
     return out
 
 

@@ -14,6 +14,9 @@ from langneurons.artifacts import read_json, write_json
 from langneurons.errors import LangNeuronsError
 
 RESULTS_KIND = "results"
+FORCING_KIND = "forcing"
+FALLBACK_KIND = "fallback"
+DEMO_KIND = "demo summary"
 
 
 def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,7 +39,13 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
 
 def write_results(path: str | Path, meta: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
     """Write `{"kind": "results", **meta, "summary": summary}` atomically; returns the path."""
-    write_json(path, {"kind": RESULTS_KIND, **meta, "summary": dict(summary)})
+    return write_kind(path, RESULTS_KIND, {**meta, "summary": dict(summary)})
+
+
+def write_kind(path: str | Path, kind: str, data: Mapping[str, Any]) -> Path:
+    """Write `{"kind": kind, **data}` atomically: every JSON summary a run writes names its kind, by which the
+    report reads it. Returns the path."""
+    write_json(path, {"kind": kind, **{k: v for k, v in data.items() if k != "kind"}})
     return Path(path)
 
 
