@@ -1,5 +1,5 @@
 """The `langneurons` command: collect, identify, merge, info, languages, finetune, apply-delta, generate, calibrate,
-evaluate, plot, report, demo."""
+evaluate, compare, plot, report, demo."""
 
 from __future__ import annotations
 
@@ -303,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--languages", help="use only these languages (comma-separated)")
     i.add_argument("--top-rate", type=float, default=0.01, help="share of all neurons kept (default 0.01)")
     i.add_argument("--filter-rate", type=float, default=0.95,
-                   help="LAPE: neurons never above this quantile of activation probability are dropped")
+                   help="LAPE: neurons never above this quantile of activation probability are dropped "
+                        "(default 0.95)")
     i.add_argument("--bar-rate", type=float, default=0.95,
-                   help="LAPE: a kept neuron belongs to each language whose probability is above this quantile")
+                   help="LAPE: a kept neuron belongs to each language whose probability is above this quantile "
+                        "(default 0.95)")
     i.add_argument("--per-language", type=int,
                    help="crane/frequency: neurons per language (default: --top-rate of all neurons, split evenly)")
     i.add_argument("--match", help="crane/frequency: as many neurons per language as this neuron set has")
@@ -321,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", required=True, help="merged statistics file")
     m.set_defaults(func=cmd_merge)
 
-    f = sub.add_parser("info", help="summarise a statistics or neuron file")
-    f.add_argument("file")
+    f = sub.add_parser("info", help="summarise a statistics or neuron file",
+                       description="Summarise a langneurons file (statistics, relevance, neuron set, fine-tuning "
+                                   "delta): model, languages, tokens or neurons per language, settings.")
+    f.add_argument("file", help="a .safetensors file written by langneurons")
     f.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     f.set_defaults(func=cmd_info)
 

@@ -27,7 +27,7 @@ from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from langneurons.artifacts import write_json
+from langneurons.artifacts import normal_mode, write_json
 from langneurons.cache import cache_dir
 from langneurons.errors import LangNeuronsError
 from langneurons.sites import find_sites, validate_sites
@@ -180,6 +180,8 @@ def _convert(name: str, spec: EmbeddedModel, package: ModuleType, target: Path) 
         out = work / "hf"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        for file in out.iterdir():
+            normal_mode(file)  # safetensors writes the weights private (0600)
         del model
         gguf.unlink()
         write_json(out / MARKER, {
