@@ -38,6 +38,11 @@ FIGURE_CAPTIONS = {
     "script_specialisation": "Per layer, language neurons by the scripts of the languages they belong to: one or "
                              "several Latin-script languages, one or several other-script languages, or both.",
     "firing_rate": "Mean activation probability (share of tokens on which a neuron fires) per layer and language.",
+    "translation": "chrF and the share of outputs in the target language per pair, unsteered and with the target "
+                   "language activated.",
+    "logit_lens": "Per layer, the scripts of the top candidates when each layer's hidden state is read through the "
+                  "final norm and the LM head, and their entropy (dashed).",
+    "fallback": "Share of output languages per step of cumulative deactivation.",
     "profiles": "For each language, its most specific neuron (the largest gap between its activation probability "
                 "on that language and on any other): activation probability on every language.",
 }
@@ -461,7 +466,10 @@ class _State:
     def _found_figures(self, doc: _Doc, item: _Item, captions: Mapping[str, str] | None = None) -> int:
         placed = 0
         for path in self._beside(item):
-            caption = (captions or {}).get(path.stem, f"Figure saved with {item.rel}.")
+            delta = ("Change of the task's metric per evaluated language (rows) when each language is activated "
+                     "(columns).")
+            caption = ((captions or {}).get(path.stem) or FIGURE_CAPTIONS.get(path.stem)
+                       or (delta if path.stem.endswith("_delta") else f"Figure saved with {item.rel}."))
             self._place_figure(doc, self.pngs.pop(path), caption, item.rel)
             placed += 1
         return placed
@@ -543,7 +551,7 @@ class _State:
         doc.table(["step", "deactivated", "most frequent output languages (share)", "no language", "empty"], rows,
                   "Output languages after each step of cumulative deactivation.")
         self._attach_samples(doc, item)
-        if not self._found_figures(doc, item, {"fallback": "Share of output languages per deactivation step."}):
+        if not self._found_figures(doc, item):
             self._figures(doc, item, {"fallback": lambda out: _plots().fallback_bars(data, out)})
 
     def _perplexity(self, doc: _Doc, summary: Mapping[str, Any], item: _Item) -> dict[str, str]:
