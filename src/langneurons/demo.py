@@ -133,7 +133,8 @@ class _Clock:
     def __init__(self, path: Path, summary: dict[str, Any]):
         self.path, self.summary = path, summary
         old = json.loads(path.read_text("utf-8")) if path.exists() else {}
-        earlier = old.get("kind") == DEMO_KIND and old.get("languages") == summary["languages"]
+        ours = old.get("kind") == DEMO_KIND or "distinct_neurons" in old  # (older versions wrote no kind)
+        earlier = ours and old.get("languages") == summary["languages"]
         self.seconds: dict[str, float] = {k: v for k, v in (old.get("seconds") or {}).items()
                                           if k != "total"} if earlier else {}
         self.runs = int(old.get("runs", 1)) + 1 if earlier else 1
