@@ -145,8 +145,9 @@ class _Clock:
         try:
             yield
         finally:
+            self.seconds.pop("total", None)  # kept last
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 1)
-            self.seconds["total"] = round(sum(v for k, v in self.seconds.items() if k != "total"), 1)
+            self.seconds["total"] = round(sum(self.seconds.values()), 1)
             write_kind(self.path, DEMO_KIND, self.record())
 
     def record(self) -> dict[str, Any]:
