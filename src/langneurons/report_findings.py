@@ -126,7 +126,7 @@ def forcing_success(data: Mapping[str, Any], source: str, worst: int = 3) -> lis
         warning = None
         if sizes and min(sizes) < SMALL_CELL:
             warning = (f"{_span(sizes, 'prompts')} per cell: each cell's success moves in steps of "
-                       f"{1 / min(sizes):.2f}; read single cells with care.")
+                       f"{1 / min(sizes):.3g}; read single cells with care.")
         out.append(Finding(f"Forcing the output language ({source})", reading, source, warning))
     return out
 
