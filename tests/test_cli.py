@@ -94,3 +94,18 @@ def test_languages_lists_udhr_codes(capsys):
     assert main(["languages", "--search", "german"]) == 0
     out = capsys.readouterr().out
     assert "deu_1996" in out and "de" in out
+
+
+def test_help_texts_name_every_command_and_default(capsys):
+    from langneurons.cli.main import build_parser
+
+    parser = build_parser()
+    top = parser.format_help()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in commands:
+        assert name in top, name
+    assert "compare" in (parser.description or "")
+    for name in ("info", "identify", "report", "demo"):
+        assert commands[name].description, name  # --help opens with what the command does
+    identify = commands["identify"].format_help()
+    assert identify.count("(default 0.95)") == 2

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
+from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.sites import find_sites
 from langneurons.data.corpus import Corpus, pack_windows
 
@@ -202,3 +203,42 @@ def test_hidden_state_means_match_layer_outputs(tmp_path):
     assert torch.equal(ln.ActivationStats.load(path).hidden_sum, stats.hidden_sum)
     with pytest.raises(ln.LangNeuronsError, match="hidden=True"):
         ln.collect_stats(model, tok, corpus, max_tokens=30, window=16, progress=False).mean_hidden()
+
+
+def _last_bar(err: str, desc: str) -> tuple[int, int]:
+    """(done, total) of the last drawing of the progress bar named `desc` in captured stderr."""
+    import re
+
+    done, total = re.findall(rf"{desc}: .*?(\d+)/(\d+) ", err.replace("\r", "\n"))[-1]
+    return int(done), int(total)
+
+
+def test_progress_totals_are_reached_and_a_short_corpus_is_said(capsys):
+    model, tok = tiny(), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"][:6], "ru": TEXTS["ru"]}, heldout_every=0)
+    held = reference_stats(model, tok, TEXTS["en"][:6], 16, None)[0]  # what the short language holds
+    with pytest.warns(ln.LangNeuronsWarning) as warned:
+        ln.collect_stats(model, tok, corpus, max_tokens=400, window=16, progress=True)
+    err = capsys.readouterr().err
+    assert held < 400
+    assert _last_bar(err, "collect en") == (held, held)
+    said = [str(w.message) for w in warned]
+    assert f"'en': the text ran out at {held} of the 400 tokens asked for; add text or lower the budget " \
+           "(--max-tokens)" in said
+    assert _last_bar(err, "collect ru") == (400, 400)
+    assert not any("ran out" in m and "'ru'" in m for m in said)
+
+
+def test_progress_after_a_resume_counts_the_restored_windows(tmp_path, capsys):
+    model, tok = tiny(), tiny_tokenizer()
+    corpus = ln.from_texts({"en": TEXTS["en"]}, heldout_every=0)
+    path = tmp_path / "s.safetensors"
+    args = {"max_tokens": 300, "window": 16, "batch_size": 2, "checkpoint_every": 2, "checkpoint": path}
+    ln.collect_stats(model, tok, corpus, progress=False, **args)
+    tensors, meta = load_tensors(path, "stats")
+    restored = {name: t.clone() for name, t in tensors.items()}
+    for t in restored.values():
+        t.zero_()  # the windows before the stop are restored from the checkpoint: only their count matters here
+    save_tensors(path, "stats", restored, {**meta, "incomplete": {"done": [], "partial": ["en", 6]}})
+    ln.collect_stats(model, tok, corpus, progress=True, **args)
+    assert _last_bar(capsys.readouterr().err, "collect en") == (300, 300)

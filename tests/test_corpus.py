@@ -429,7 +429,8 @@ def test_udhr_resolves_codes(fake_udhr: Path):
 
 
 def test_udhr_errors(fake_udhr: Path, tmp_path: Path):
-    with pytest.raises(LangNeuronsError, match=r"unknown UDHR language 'xqz'; did you mean: .*xq.*udhr_lang"):
+    with pytest.raises(LangNeuronsError,
+                       match=r"unknown UDHR language 'xqz'; did you mean: .*xq.*`langneurons languages"):
         udhr(["xqz"], udhr_dir=fake_udhr)
     with pytest.raises(LangNeuronsError, match="did you mean: fr"):
         udhr(["french"], udhr_dir=fake_udhr)

@@ -154,3 +154,25 @@ def test_plot_command(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "neurons.safetensors"), "--stats", str(tmp_path / "stats.safetensors"),
                  "--neuron", "one", "-o", str(out)]) == 2
     assert "LAYER:INDEX" in capsys.readouterr().err
+
+
+def test_cell_labels_contrast_with_the_drawn_colour(monkeypatch, tmp_path):
+    """On a shared scale (as the perplexity heatmaps use) cells near its dark end get white text, whatever the
+    values' own range; the rule is checked against luminances computed here."""
+    from matplotlib import colormaps
+
+    from langneurons.figures import charts as plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and [])
+    values = np.array([[0.01, 0.02], [0.03, 0.04]])  # the low end of a 0..1 scale: all near-black in magma
+    plots.heatmap(values, ["a", "b"], ["x", "y"], tmp_path / "h.png", "shared scale", vmin=0.0, vmax=1.0,
+                  cmap="magma")
+    colours = [t.get_color() for t in drawn["fig"].axes[0].texts]
+    assert colours == ["white"] * 4
+    for value, expected in ((0.05, "white"), (0.95, "black")):  # magma: near-black at 0, pale yellow at 1
+        r, g, b, _ = colormaps["magma"](value)
+        lum = sum(w * (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+                  for w, c in zip((0.2126, 0.7152, 0.0722), (r, g, b)))
+        assert (lum > 0.179) == (expected == "black")
+        assert plots.text_colour((r, g, b, 1.0)) == expected

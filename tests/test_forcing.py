@@ -91,3 +91,20 @@ def test_continuation_nll_equals_unpadded_hand_computation():
                 logp = torch.log_softmax(model(torch.tensor([pi + ci])).logits[0], -1)
             want = -sum(float(logp[len(pi) - 1 + k, t]) for k, t in enumerate(ci)) / len(ci)
             assert g == pytest.approx(want, abs=1e-5)
+
+
+def test_one_named_bar_per_stage_with_totals_reached(setup, capsys):
+    """Generation of every setting shares one bar counting distinct prompts; the NLL scoring has its own."""
+    import re
+
+    model, tok, stats, neurons = setup
+    settings = [ForcingSetting("add", 2.0), ForcingSetting("replace", deactivate_source=False, top_rate=0.3)]
+    run_forcing(model, tok, neurons, stats, LANGS, ["de", "ru"], settings, question_set=QUESTIONS,
+                max_new_tokens=4, batch_size=5, identifier="script", progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    names = {m for m in re.findall(r"^([^:\n]+(?::[^:\n]+)?): +\d+%", err, re.M)}
+    assert names == {"forcing: generate", "forcing: score NLL"}, names
+    # distinct prompts: 2 settings x 3 sources x 2 targets x 2 questions steered, 3 x 2 unsteered (once per question)
+    assert re.findall(r"forcing: generate: 100%.*? (\d+)/(\d+) ", err)[-1] == ("30", "30")
+    final = re.findall(r"forcing: score NLL: 100%.*? (\d+)/(\d+) ", err)[-1]
+    assert final[0] == final[1]

@@ -1,6 +1,7 @@
 """The real embedded model (gemma-3-270m, GELU-tanh gated MLP) over the real embedded corpus (UDHR)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -73,9 +74,23 @@ def test_demo_command(gemma, tmp_path, capsys):
     assert set(summary["forcing"]["per_target"]) == {"en", "de", "ru"}
     assert set(summary["perplexity"]) == {"neurons", "random"}
     assert (out / "forcing" / "forcing.json").exists() and (out / "perplexity" / "perplexity.json").exists()
+    assert summary["kind"] == "demo summary" and summary["runs"] == 1
+    assert json.loads((out / "forcing" / "forcing.json").read_text())["kind"] == "forcing"
     html = (out / "report.html").read_text("utf-8")
-    assert "Perplexity" in html or "perplexity" in html
+    # the report opens with findings computed from this run, and read every file the demo wrote
+    headings = re.findall(r"<h2 [^>]*>([^<]+)</h2>", html)
+    assert headings[:2] == ["Findings", "Overview"], headings
+    for title in ("Where the language neurons sit", "Selectivity of deactivation", "Forcing the output language",
+                  "Perplexity without intervention"):
+        assert title in html, title
+    assert "No file was skipped." in html and "Skipped files" not in html
     printed = capsys.readouterr().out
     assert "distinct neurons" in printed and "Open the report" in printed
-    assert main(args) == 0  # a rerun keeps the finished stages
+    assert main(args) == 0  # a rerun keeps the finished stages, and its seconds add to the first run's
     assert "kept the grid of an earlier run" in capsys.readouterr().out
+    again = json.loads((out / "summary.json").read_text())
+    assert again["runs"] == 2
+    for stage, seconds in summary["seconds"].items():
+        assert again["seconds"][stage] >= seconds, stage
+    assert again["seconds"]["total"] == pytest.approx(sum(v for k, v in again["seconds"].items() if k != "total"),
+                                                      abs=0.2)

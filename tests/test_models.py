@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import types
@@ -231,6 +232,10 @@ def test_embedded_converts_once(fake_embedded: types.SimpleNamespace) -> None:
     assert model_id(model) == "org/tiny"
     assert model_revision(model) == "gguf:Q8_0:" + "ab" * 6
     assert _leftovers() == []
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}, modes  # not private (0600)
     load_model("tiny-test")
     assert fake_embedded.conversions == 1
 

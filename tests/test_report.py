@@ -128,7 +128,7 @@ def test_report_is_self_contained(run):
 def test_report_tables(run):
     page, neurons = run["html"], run["neurons"]
     report = run["report"]
-    assert report.sections == ["Overview", "Activation statistics", "Language neuron sets", "Calibration",
+    assert report.sections == ["Findings", "Overview", "Activation statistics", "Language neuron sets", "Calibration",
                                "Evaluations", "Other files", "Files"]
     # statistics: tokens per language and the corpus' language name
     assert "<td>de</td><td>German</td><td class=\"num\">150</td>" in page
@@ -141,9 +141,10 @@ def test_report_tables(run):
     # results: task, settings, versions, the summary's scalar, matrix and records
     for text in ("perplexity: eval/perplexity.json", "<td>max_tokens</td><td>1000</td>",
                  "<td>torch</td><td>9.9.9-test</td>", "<td>mean_nll</td><td>2.5</td>",
-                 "<td>-en</td><td class=\"num\">4.25</td><td class=\"num\">2</td>",
+                 "<td>-en</td><td class=\"num\">4.25</td><td class=\"num\">2.00</td>",
                  "<td>de</td><td class=\"num\">34</td>", "eval/perplexity_samples.jsonl (3 rows)",
-                 "<td>en-de</td><td>steered</td><td class=\"num\">48.25</td><td>–</td>",
+                 "<td>en-de</td><td>steered</td><td class=\"num\">48.2</td><td>–</td>",
+                 "<details><summary>Versions and structured settings</summary>",
                  "<pre>[[1, 2], [3]]</pre>"):
         assert text in page, text
     # forcing, fallback, calibration
@@ -215,3 +216,99 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert result["title"].startswith("langneurons report") and result["headings"] >= 6
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
+
+
+def _perplexity_summary() -> dict:
+    """A perplexity summary as run_perplexity writes it (numbers chosen by hand)."""
+    delta = {"en": {"en": 0.9, "de": 0.1}, "de": {"en": 0.1, "de": 0.7}}
+    control = {"en": {"en": 0.01, "de": 0.02}, "de": {"en": 0.02, "de": 0.01}}
+    return {"languages": ["en", "de"], "deactivated": ["en", "de"], "neurons": {"en": 3, "de": 2},
+            "tokens": {"en": 150, "de": 200}, "baseline": {"en": 2.5, "de": 3.25},
+            "sets": {"neurons": {"method": "lape", "delta": delta, "diagonal_mean": 0.8, "off_diagonal_mean": 0.1,
+                                 "ratio": 8.0, "own_hurt_most": 2},
+                     "random": {"method": "random", "delta": control, "diagonal_mean": 0.01,
+                                "off_diagonal_mean": 0.02, "ratio": 0.5, "own_hurt_most": 0}}}
+
+
+@pytest.fixture(scope="module")
+def demo_like(tmp_path_factory) -> dict:
+    """A folder shaped like the demo's: statistics, LAPE set, forcing grid, perplexity, the demo summary; plus a
+    forcing.json and a summary.json written before files named their kind."""
+    from langneurons.tasks.results import DEMO_KIND, write_kind
+
+    root = tmp_path_factory.mktemp("demo_like")
+    stats = _stats()
+    stats.save(root / "stats.safetensors")
+    neurons = lape(stats, top_rate=0.1)
+    neurons.save(root / "neurons.safetensors")
+    _forcing().save(root / "forcing")
+    meta = {"task": "perplexity", "settings": {"value": 0.0}, "model": {"id": "tiny/model"}}
+    write_results(root / "perplexity" / "perplexity.json", meta, _perplexity_summary())
+    write_kind(root / "summary.json", DEMO_KIND, {"languages": LANGS, "distinct_neurons": neurons.count(),
+                                                  "seconds": {"load": 1.5, "collect+lape": 90.0, "total": 91.5},
+                                                  "runs": 2})
+    old = root / "old"
+    old.mkdir()
+    forcing = json.loads((root / "forcing" / "forcing.json").read_text("utf-8"))
+    del forcing["kind"]
+    (old / "forcing.json").write_text(json.dumps(forcing), "utf-8")
+    (old / "summary.json").write_text(json.dumps({"distinct_neurons": 3, "seconds": {"load": 2.0}}), "utf-8")
+    report = build_report(root)
+    return {"report": report, "html": report.html.read_text("utf-8"), "neurons": neurons,
+            "md": report.markdown.read_text("utf-8")}
+
+
+def test_report_opens_with_findings_computed_from_the_results(demo_like):
+    report, page, neurons = demo_like["report"], demo_like["html"], demo_like["neurons"]
+    assert report.skipped == {}
+    assert report.sections[:2] == ["Findings", "Overview"]
+    assert page.index("Findings") < page.index("Overview") < page.index("Activation statistics")
+    # where the neurons sit: by hand from the masks (3 layers: the last third is layer 2)
+    per_layer = neurons.masks.any(0).sum(-1).tolist()
+    total = sum(per_layer)
+    assert f"{total:,} language neurons" in page and f"{per_layer[2] / total:.0%} sit in layer 2," in page
+    assert "Statistics from 120–200 tokens per language: a small sample" in page
+    # selectivity against the random control, with the held-out tokens as the small-sample warning
+    assert "raises its own NLL by +0.800 nats/token and the other languages&#x27; by +0.100 (x8.00)" in page
+    assert "Random neurons of the same size per layer: +0.010 vs +0.020 (x0.50), own hurt most for 0 of 2" in page
+    assert "150–200 held-out tokens per language" in page
+    assert "from 2.500 (en) to 3.250 (de)" in page
+    # forcing: 'add' succeeds fluently from en to de only (cells en>de, zh>en, zh>de); one prompt per cell
+    assert "fluent success 0.250 (success 1.000), against 0.000 unsteered" in page
+    assert "Per target: en 0.00, de 0.50" in page
+    assert "Worst cells (prompt&gt;target): zh&gt;en 0.00, zh&gt;de 0.00, en&gt;de 1.00" in page
+    assert "1 prompt per cell" in page
+    assert demo_like["md"].index("## Findings") < demo_like["md"].index("## Overview")
+
+
+def test_every_kind_of_json_is_recognised_also_without_a_kind_key(demo_like):
+    used = demo_like["report"].used
+    assert used["summary.json"] == "Overview" and used["old/summary.json"] == "Overview"
+    assert used["old/forcing.json"] == "Evaluations" and used["forcing/forcing.json"] == "Evaluations"
+    page = demo_like["html"]
+    assert "summed over the 2 runs that made this folder" in page
+    assert "<td>collect+lape</td><td class=\"num\">90.0</td><td class=\"num\">1.50</td>" in page
+    for name in ("forcing/forcing.json", "perplexity/perplexity.json", "summary.json"):
+        path = demo_like["report"].html.parent / name
+        assert json.loads(path.read_text("utf-8"))["kind"], name
+
+
+def test_perplexity_tables_are_readable_and_the_raw_ones_folded(demo_like):
+    page = demo_like["html"]
+    # the delta matrix in one format per column (three decimals), the headline per set, raw tables folded
+    assert "<td>en</td><td class=\"num\">0.900</td><td class=\"num\">0.100</td>" in page
+    assert "<td>neurons</td><td>lape</td><td class=\"num\">0.800</td><td class=\"num\">0.100</td>" in page
+    assert "<details><summary>All numbers of the summary (raw tables)</summary>" in page
+    assert page.count("<details>") == page.count("</details>")
+    assert "Figure saved with perplexity" not in page
+
+
+def test_column_formats_read_alike():
+    from langneurons.report.report import _column_formats, _formatted
+
+    rows = [["a", -2.786e-05, 1234567, 0.5], ["b", 0.0009305, 12, 0.25]]
+    fmts = _column_formats(rows)
+    assert fmts[0] is None
+    assert [_formatted(r[1], fmts[1]) for r in rows] == ["-0.0000", "+0.0009"]
+    assert [_formatted(r[2], fmts[2]) for r in rows] == ["1,234,567", "12"]
+    assert [_formatted(r[3], fmts[3]) for r in rows] == ["0.500", "0.250"]

@@ -384,9 +384,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     i.add_argument("--languages", help="use only these languages (comma-separated)")
     i.add_argument("--top-rate", type=float, default=0.01, help="share of all neurons kept (default 0.01)")
     i.add_argument("--filter-rate", type=float, default=0.95,
-                   help="LAPE: neurons never above this quantile of activation probability are dropped")
+                   help="LAPE: neurons never above this quantile of activation probability are dropped "
+                        "(default 0.95)")
     i.add_argument("--bar-rate", type=float, default=0.95,
-                   help="LAPE: a kept neuron belongs to each language whose probability is above this quantile")
+                   help="LAPE: a kept neuron belongs to each language whose probability is above this quantile "
+                        "(default 0.95)")
     i.add_argument("--per-language", type=int,
                    help="crane/frequency: neurons per language (default: --top-rate of all neurons, split evenly)")
     i.add_argument("--match", help="crane/frequency: as many neurons per language as this neuron set has")

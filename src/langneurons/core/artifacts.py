@@ -59,13 +59,18 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and some writers) make it private; give it a normal file's mode
+        normal_mode(tmp)  # mkstemp (and some writers) make it private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def normal_mode(path: str | Path) -> None:
+    """Give a file the mode a new file normally gets (0666 less the umask): some writers make files private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> None:

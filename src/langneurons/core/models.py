@@ -33,7 +33,7 @@ from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from langneurons.core.artifacts import write_json
+from langneurons.core.artifacts import normal_mode, write_json
 from langneurons.core.cache import cache_dir
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.sites import find_sites, validate_sites
@@ -235,6 +235,8 @@ def _convert_gguf(name: str, gguf_of: Callable[[Path], Path], target: Path, mark
         with _quiet_stderr():
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
+        for file in out.iterdir():
+            normal_mode(file)  # safetensors writes the weights private (0600)
         del model
         if gguf.parent == work:
             gguf.unlink()

@@ -445,7 +445,8 @@ def _resolve_udhr(code: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
                 pool[str(e[key]).lower()] = str(e[key])
     suggestions = dict.fromkeys(pool[m] for m in difflib.get_close_matches(query, pool, n=6, cutoff=0.6))
     hint = f"did you mean: {', '.join(suggestions)}? " if suggestions else ""
-    raise LangNeuronsError(f"unknown UDHR language {code!r}; {hint}(see langneurons.data.corpus.udhr_languages())")
+    raise LangNeuronsError(f"unknown UDHR language {code!r}; {hint}list them with "
+                           "`langneurons languages --search TEXT`")
 
 
 class _DeclarationParser(HTMLParser):

@@ -28,6 +28,21 @@ def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
     return out
 
 
+def text_colour(rgba: Any) -> str:
+    """Black or white, whichever reads better on a cell drawn in `rgba`: black where the colour's relative
+    luminance (WCAG, from linearised sRGB) is above 0.179, the point where both contrast ratios are equal."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(float(c)) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
+def _cell_colour(im: Any, value: float) -> str:
+    """The text colour for a value drawn by the image `im` (its own colour map and scale)."""
+    return text_colour(im.cmap(im.norm(value)))
+
+
 def neurons_per_layer(neurons: NeuronSet, path: str | Path, title: str | None = None) -> list[Path]:
     """Heatmap of neuron counts, languages x layers, with the counts written in the cells."""
     counts = neurons.per_layer().numpy()
@@ -40,11 +55,9 @@ def neurons_per_layer(neurons: NeuronSet, path: str | Path, title: str | None = 
     ax.set_xticks(range(n_layers), [str(i) for i in range(n_layers)])
     ax.set_yticks(range(n_lang), neurons.languages)
     ax.set_xlabel("layer")
-    top = counts.max() if counts.size else 0
     for (k, layer), value in np.ndenumerate(counts):
         if value:
-            ax.text(layer, k, str(value), ha="center", va="center", fontsize=7,
-                    color="black" if value > 0.6 * top else "white")
+            ax.text(layer, k, str(value), ha="center", va="center", fontsize=7, color=_cell_colour(im, value))
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="neurons")
     totals = counts.sum(1)
     bar.barh(range(n_lang), totals, color="#4c72b0")
@@ -108,12 +121,9 @@ def heatmap(values: np.ndarray, rows: list[str], cols: list[str], path: str | Pa
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
-    finite = values[np.isfinite(values)]
-    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
-            bright = (v - lo) / (hi - lo) > 0.6 if hi > lo else False
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="black" if bright else "white")
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color=_cell_colour(im, v))
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     ax.set_title(title)
     return _save(fig, path)

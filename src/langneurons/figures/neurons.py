@@ -194,18 +194,18 @@ def activation_profile(stats: ActivationStats, units: Sequence[tuple[int, int]],
             raise LangNeuronsError(f"neuron ({layer}, {neuron}) is outside the statistics' "
                                    f"{stats.n_layers} layers x {stats.n_neurons} neurons")
     p = stats.activation_probability().numpy()
-    cols = min(len(units), 5)
+    cols = min(len(units), 3)  # at most three panels a row: legible when the figure is shrunk to a page's width
     rows = -(-len(units) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(3.2 * cols, 0.35 * len(stats.languages) * cols), 2.8 * rows),
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 0.3 * len(stats.languages) * cols), 2.6 * rows),
                              squeeze=False, sharey=True)
     x = np.arange(len(stats.languages))
     for ax, (layer, neuron) in zip(axes.flat, units):
         owners = [lang for lang in neurons.languages if neurons.mask(lang)[layer, neuron]] if neurons else []
         colours = ["#d94801" if lang in owners else "#6b8fb8" for lang in stats.languages]
         ax.bar(x, p[:, layer, neuron], color=colours)
-        ax.set_xticks(x, stats.languages, rotation=90 if len(x) > 12 else 0, fontsize=8)
+        ax.set_xticks(x, stats.languages, rotation=90 if len(x) > 12 else 0, fontsize=9)
         ax.set_ylim(0, 1)
-        ax.set_title(f"layer {layer}, neuron {neuron}" + (f" ({', '.join(owners)})" if owners else ""), fontsize=9)
+        ax.set_title(f"layer {layer}, neuron {neuron}" + (f" ({', '.join(owners)})" if owners else ""), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.flat[len(units):]:
         ax.axis("off")

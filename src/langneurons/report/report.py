@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import re
 import time
@@ -23,6 +24,8 @@ from urllib.parse import quote
 
 from langneurons.core.artifacts import read_meta, write_atomic
 from langneurons.core.errors import LangNeuronsError
+from langneurons.report import findings
+from langneurons.tasks.results import DEMO_KIND, FALLBACK_KIND, FORCING_KIND, RESULTS_KIND
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,6 +39,11 @@ FIGURE_CAPTIONS = {
     "script_specialisation": "Per layer, language neurons by the scripts of the languages they belong to: one or "
                              "several Latin-script languages, one or several other-script languages, or both.",
     "firing_rate": "Mean activation probability (share of tokens on which a neuron fires) per layer and language.",
+    "translation": "chrF and the share of outputs in the target language per pair, unsteered and with the target "
+                   "language activated.",
+    "logit_lens": "Per layer, the scripts of the top candidates when each layer's hidden state is read through the "
+                  "final norm and the LM head, and their entropy (dashed).",
+    "fallback": "Share of output languages per step of cumulative deactivation.",
     "profiles": "For each language, its most specific neuron (the largest gap between its activation probability "
                 "on that language and on any other): activation probability on every language.",
 }
@@ -81,6 +89,14 @@ class _Doc:
 
     def pre(self, text: str) -> None:
         self.blocks.append(("pre", text))
+
+    def finding(self, finding: findings.Finding) -> None:
+        self.blocks.append(("finding", finding))
+
+    def fold(self, summary: str, part: _Doc) -> None:
+        """`part` folded away under a one-line `summary` (<details>); nothing if `part` is empty."""
+        if part.blocks:
+            self.blocks += [("open", summary), *part.blocks, ("close", None)]
 
     def count(self, kind: str) -> int:
         return sum(1 for k, _ in self.blocks if k == kind)
@@ -203,29 +219,37 @@ class _State:
         if not isinstance(data, dict):
             raise LangNeuronsError(f"JSON holds a {type(data).__name__}, not an object")
         settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
-        if data.get("kind") == "results":
+        kind = data.get("kind") or _legacy_kind(data, settings)
+        if kind == RESULTS_KIND:
             from langneurons.tasks.results import read_results
 
             item.kind, item.data = "results", read_results(item.path)
             if not isinstance(item.data.get("summary"), dict):
                 raise LangNeuronsError("results without a 'summary' object")
-        elif data.get("kind") == "calibration":
+        elif kind == "calibration":
             from langneurons.steering.calibration import Calibration
 
             item.kind, item.data = "calibration", Calibration.load(item.path)
-        elif settings.get("task") == "forcing" and isinstance(data.get("summary"), dict):
+        elif kind == FORCING_KIND:
             item.kind, item.data = "forcing", data
+            if not isinstance(data.get("summary"), dict):
+                raise LangNeuronsError("forcing output without a 'summary' object")
             for key in ("labels", "sources", "targets"):
                 if not isinstance(settings.get(key), list):
                     raise LangNeuronsError(f"forcing output without settings.{key}")
-        elif data.get("task") == "fallback" and isinstance(data.get("steps"), list):
+        elif kind == FALLBACK_KIND:
             item.kind, item.data = "fallback", data
-        elif isinstance(data.get("seconds"), dict) and "distinct" in data:
+            if not isinstance(data.get("steps"), list):
+                raise LangNeuronsError("fallback output without a 'steps' list")
+        elif kind == DEMO_KIND:
             item.kind, item.data = "demo", data
         elif "lm_eval_version" in data and isinstance(data.get("results"), dict):
             self.used[item.rel] = "lm-evaluation-harness results (summarised in the lm-eval results)"
+        elif kind == "steering settings":
+            item.kind, item.data, item.meta = "artifact", data, {"kind": kind}
         else:
-            raise LangNeuronsError("JSON of no known kind (results, calibration, forcing, fallback, demo summary)")
+            raise LangNeuronsError(f"JSON of no known kind ({kind or 'no kind key'}); the report reads results, "
+                                   "calibration, forcing, fallback, demo summary and steering settings")
 
     # ---- sections ------------------------------------------------------------------------------------------
     def document(self) -> _Doc:
@@ -275,10 +299,49 @@ class _State:
                       f"Skipped files ({len(self.skipped)}).")
         else:
             doc.text("No file was skipped.")
-        overview = _Doc()
-        overview.heading(2, "Overview")
-        self._overview(overview)
-        return _Doc(overview.blocks + doc.blocks)
+        top = _Doc()
+        top.heading(2, "Findings")
+        self._findings(top)
+        top.heading(2, "Overview")
+        self._overview(top, doc.count("figure"))
+        return _Doc(top.blocks + doc.blocks)
+
+    def _findings(self, doc: _Doc) -> None:
+        """The headline numbers of the folder's results, each with its reading and small-sample warning."""
+        out: list[findings.Finding] = []
+        failed: list[str] = []
+        for kind in ("neurons", "results", "forcing"):
+            for item in sorted(self.items.get(kind, []), key=lambda i: i.rel):
+                try:
+                    out += self._item_findings(item)
+                except Exception as e:  # a finding that cannot be computed is noted, never fatal
+                    failed.append(f"{item.rel} ({_reason(e)})")
+        order = ["Where", "Selectivity", "Forcing", "Translation", "Perplexity"]
+        out.sort(key=lambda f: next((i for i, w in enumerate(order) if f.title.startswith(w)), len(order)))
+        for f in out:
+            doc.finding(f)
+        if not out:
+            doc.text("No result in this folder yields a headline yet: run `langneurons identify` or "
+                     "`langneurons evaluate` (perplexity, forcing, translation) into it.")
+        if failed:
+            doc.text("Findings could not be computed from: " + "; ".join(failed) + ".")
+
+    def _item_findings(self, item: _Item) -> list[findings.Finding]:
+        if item.kind == "neurons":
+            stats_item = self._stats_for(item.data, item.path.parent)
+            tokens = (dict(zip(stats_item.data.languages, stats_item.data.n_tokens.tolist()))
+                      if stats_item else None)
+            found = findings.neuron_placement(item.data, item.rel, tokens)
+            return [found] if found else []
+        if item.kind == "forcing":
+            return findings.forcing_success(item.data, item.rel)
+        task, summary = item.data.get("task"), item.data["summary"]
+        if task == "perplexity":
+            return findings.deactivation_selectivity(summary, item.rel)
+        if task == "translation":
+            found = findings.translation_quality(summary, item.rel)
+            return [found] if found else []
+        return []
 
     def _guarded(self, doc: _Doc, item: _Item, section: str, render: Callable[[_Doc, _Item], None]) -> None:
         """Render one file's part; a failure drops the part and lists the file as skipped."""
@@ -291,7 +354,7 @@ class _State:
         doc.blocks.extend(part.blocks)
         self.used.setdefault(item.rel, section)
 
-    def _overview(self, doc: _Doc) -> None:
+    def _overview(self, doc: _Doc, n_figures: int) -> None:
         models = {str(m) for kind in ("stats", "neurons") for i in self.items.get(kind, [])
                   if (m := (i.meta.get("model") or {}).get("id"))}
         models |= {str(m) for i in self.items.get("results", []) if (m := (i.data.get("model") or {}).get("id"))}
@@ -300,10 +363,16 @@ class _State:
             ("results", "evaluation results"), ("forcing", "forcing grids"), ("fallback", "fallback runs"))}
         doc.fields({"run directory": str(self.run.resolve()), "models": ", ".join(sorted(models)) or None,
                     **{k: v for k, v in counts.items() if v},
-                    "figures found in the folder": self.n_found or None, "files skipped": len(self.skipped) or None})
+                    "figures": f"{n_figures} ({self.n_found} found in the folder, {n_figures - self.n_found} drawn "
+                               "for this report)" if n_figures else None,
+                    "files skipped": len(self.skipped) or None})
         for item in self.items.get("demo", []):
-            data = item.data
-            doc.fields({f"{k} (s)": v for k, v in data["seconds"].items()}, f"Timings of the demo ({item.rel}).")
+            seconds = item.data.get("seconds") or {}
+            runs = item.data.get("runs", 1)
+            doc.table(["stage", "seconds", "minutes"], [[k, float(v), float(v) / 60] for k, v in seconds.items()],
+                      f"Time per stage of the demo ({item.rel}), wall clock"
+                      + (f", summed over the {runs} runs that made this folder" if runs > 1 else "")
+                      + "; the report's own time is counted in the next build.")
 
     def _stats_section(self, doc: _Doc, item: _Item) -> None:
         stats, meta = item.data, item.meta
@@ -400,7 +469,10 @@ class _State:
     def _found_figures(self, doc: _Doc, item: _Item, captions: Mapping[str, str] | None = None) -> int:
         placed = 0
         for path in self._beside(item):
-            caption = (captions or {}).get(path.stem, f"Figure saved with {item.rel}.")
+            delta = ("Change of the task's metric per evaluated language (rows) when each language is activated "
+                     "(columns).")
+            caption = ((captions or {}).get(path.stem) or FIGURE_CAPTIONS.get(path.stem)
+                       or (delta if path.stem.endswith("_delta") else f"Figure saved with {item.rel}."))
             self._place_figure(doc, self.pngs.pop(path), caption, item.rel)
             placed += 1
         return placed
@@ -482,7 +554,7 @@ class _State:
         doc.table(["step", "deactivated", "most frequent output languages (share)", "no language", "empty"], rows,
                   "Output languages after each step of cumulative deactivation.")
         self._attach_samples(doc, item)
-        if not self._found_figures(doc, item, {"fallback": "Share of output languages per deactivation step."}):
+        if not self._found_figures(doc, item):
             self._figures(doc, item, {"fallback": lambda out: _plots().fallback_bars(data, out)})
 
     def _compare(self, doc: _Doc, item: _Item) -> None:
@@ -500,23 +572,44 @@ class _State:
             self._place_figure(doc, self.pngs.pop(path), "Masking selectivity per language and set (log scale; 1: "
                                "not selective) and forcing fluent success per set, with 95% intervals.", item.rel)
 
+    def _perplexity(self, doc: _Doc, summary: Mapping[str, Any], item: _Item) -> dict[str, str]:
+        """Readable tables of a perplexity result; returns the captions of its heatmaps."""
+        _perplexity_tables(doc, summary)
+        stem = item.path.name.split(".")[0]
+        return {f"{stem}_{name}": f"ΔNLL per token with the '{name}' set ({s.get('method')}) deactivated: rows "
+                                  "deactivated language, columns evaluated language; one colour scale for all sets."
+                for name, s in (summary.get("sets") or {}).items()}
+
     def _results(self, doc: _Doc, item: _Item) -> None:
         data = item.data
         model = data.get("model") or {}
         doc.heading(3, f"{data.get('task', 'results')}: {item.rel}")
+        settings = data.get("settings") or {}
         doc.fields({"task": data.get("task"), "model": model.get("id"), "revision": model.get("revision"),
-                    "date": data.get("date")})
-        doc.fields({k: v if _is_cell(v) else _compact(v) for k, v in (data.get("settings") or {}).items()},
-                   "Settings.")
-        doc.fields(data.get("versions") or {}, "Versions.")
-        doc.heading(4, "Summary")
+                    "date": data.get("date"), **{k: v for k, v in settings.items() if _is_cell(v)}},
+                   "Run and settings.")
+        more = _Doc()
+        for k, v in settings.items():
+            if not _is_cell(v):
+                more.text(f"{k}:")
+                more.pre(json.dumps(v, ensure_ascii=False, indent=1, sort_keys=True))
+        more.fields(data.get("versions") or {}, "Versions.")
+        doc.fold("Versions and structured settings", more)
         if data.get("task") == "compare":
             self._compare(doc, item)
             return
+        raw = _Doc()
         matrices: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
-        _generic(doc, data["summary"], 5, "", matrices)
+        _generic(raw, data["summary"], 5, "", matrices)
+        captions: dict[str, str] = {}
+        if data.get("task") == "perplexity":
+            captions = self._perplexity(doc, data["summary"], item)
+            doc.fold("All numbers of the summary (raw tables)", raw)
+        else:
+            doc.heading(4, "Summary")
+            doc.blocks += raw.blocks
         self._attach_samples(doc, item)
-        if not self._found_figures(doc, item):
+        if not self._found_figures(doc, item, captions):
             drawers = {}
             for name, table in matrices:
                 values = [v for row in table.values() for v in row.values() if v is not None]
@@ -524,6 +617,36 @@ class _State:
                 drawers[name] = (lambda t, n, d: lambda out: _figs().table_heatmap(
                     t, out, f"{data.get('task', '')}: {n}", diverging=d))(table, name, diverging)
             self._figures(doc, item, drawers)
+
+
+def _legacy_kind(data: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+    """The kind of a JSON written before every file named its kind (forcing.json, fallback.json, summary.json)."""
+    if settings.get("task") == "forcing":
+        return FORCING_KIND
+    if data.get("task") == "fallback":
+        return FALLBACK_KIND
+    if isinstance(data.get("seconds"), dict) and "distinct_neurons" in data:
+        return DEMO_KIND
+    return None
+
+
+def _perplexity_tables(doc: _Doc, summary: Mapping[str, Any]) -> None:
+    """The readable part of a perplexity result: the headline per set, each set's delta matrix, the baseline."""
+    sets, tokens, baseline = summary.get("sets") or {}, summary.get("tokens") or {}, summary.get("baseline") or {}
+    doc.table(["set", "method", "own language ΔNLL", "other languages ΔNLL", "ratio", "own hurt most"],
+              [[name, s.get("method"), s.get("diagonal_mean"), s.get("off_diagonal_mean"), s.get("ratio"),
+                f"{s.get('own_hurt_most')} of {len(s.get('delta') or {})}"] for name, s in sets.items()],
+              "Mean change of the NLL per token (nats) when each language's neurons are deactivated: on that "
+              "language (own) and on the others.")
+    for name, s in sets.items():
+        delta = s.get("delta") or {}
+        cols = list(dict.fromkeys(c for row in delta.values() for c in row))
+        doc.table(["deactivated \\ evaluated", *cols],
+                  [[x, *(row.get(c) for c in cols)] for x, row in delta.items()],
+                  f"ΔNLL per token, set '{name}' ({s.get('method')}): rows deactivated, columns evaluated.")
+    doc.table(["language", "held-out tokens", "baseline NLL"],
+              [[lang, tokens.get(lang), baseline.get(lang)] for lang in summary.get("languages") or baseline],
+              "Held-out text per language and its NLL per token with nothing deactivated.")
 
 
 def _figs():
@@ -616,6 +739,30 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _column_formats(rows: list[list[Any]]) -> list[str | None]:
+    """A format per column of numbers, so that a column reads alike: integers with thousands separators; floats
+    with one number of decimals (three significant digits of the column's largest value, 1 to 4 decimals),
+    signed where the column holds both signs. None for columns without floats."""
+    out: list[str | None] = []
+    for col in zip(*rows):
+        floats = [float(v) for v in col if _numeric(v)]
+        if not any(isinstance(v, float) for v in col if _numeric(v)):
+            out.append("{:,}" if floats else None)
+            continue
+        top = max((abs(v) for v in floats if math.isfinite(v)), default=0.0)
+        decimals = 2 if top == 0 else min(4, max(1, 2 - math.floor(math.log10(top))))
+        sign = "+" if any(v < 0 for v in floats) and any(v > 0 for v in floats) else ""
+        out.append(f"{{:{sign},.{decimals}f}}")
+    return out
+
+
+def _formatted(v: Any, fmt: str | None) -> str:
+    """A table cell: numbers in their column's format, anything else as `_cell` writes it."""
+    if fmt is None or not _numeric(v) or (isinstance(v, float) and not math.isfinite(v)):
+        return _cell(v)
+    return fmt.format(v)
+
+
 def _anchors(doc: _Doc) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -649,13 +796,23 @@ def _render_html(doc: _Doc, title: str, subtitle: str) -> str:
             body.append(f"<p>{esc(payload)}</p>")
         elif kind == "pre":
             body.append(f"<pre>{esc(payload)}</pre>")
+        elif kind == "finding":
+            warn = f'<p class="warn">Small sample: {esc(payload.warning)}</p>' if payload.warning else ""
+            body.append(f'<div class="finding"><p><b>{esc(payload.title)}.</b> {esc(payload.reading)} '
+                        f'<span class="src">{esc(payload.source)}</span></p>{warn}</div>')
+        elif kind == "open":
+            body.append(f"<details><summary>{esc(payload)}</summary>")
+        elif kind == "close":
+            body.append("</details>")
         elif kind == "table":
             header, rows, caption, align = payload
             n_tab += 1
+            fmts = _column_formats(rows) if align else [None] * len(header)
             head = "".join(f"<th>{esc(str(h))}</th>" for h in header)
             lines = "".join(
-                "<tr>" + "".join(f'<td class="num">{esc(_cell(c))}</td>' if align and _numeric(c)
-                                 else f"<td>{esc(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
+                "<tr>" + "".join(f'<td class="num">{esc(_formatted(c, f))}</td>' if align and _numeric(c)
+                                 else f"<td>{esc(_cell(c))}</td>" for c, f in zip(row, fmts)) + "</tr>"
+                for row in rows)
             cap = f'<p class="cap">{esc(caption)}</p>' if caption else ""
             body.append(f'<div class="table">{cap}<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody>'
                         "</table></div>")
@@ -688,8 +845,8 @@ def md_escape(text: str) -> str:
 
 
 def _render_markdown(doc: _Doc, title: str, subtitle: str, md_dir: Path) -> str:
-    def cell(v: Any) -> str:
-        return md_escape(_cell(v))
+    def cell(v: Any, fmt: str | None = None) -> str:
+        return md_escape(_formatted(v, fmt))
 
     out = [f"# {md_escape(title)}", "", md_escape(subtitle), ""]
     n_fig = 0
@@ -700,13 +857,22 @@ def _render_markdown(doc: _Doc, title: str, subtitle: str, md_dir: Path) -> str:
             out += [md_escape(payload), ""]
         elif kind == "pre":
             out += ["```", payload, "```", ""]
+        elif kind == "finding":
+            out += [f"**{md_escape(payload.title)}.** {md_escape(payload.reading)} ({md_escape(payload.source)})", ""]
+            if payload.warning:
+                out += [f"> Small sample: {md_escape(payload.warning)}", ""]
+        elif kind == "open":
+            out += [f"<details><summary>{html.escape(payload)}</summary>", ""]
+        elif kind == "close":
+            out += ["</details>", ""]
         elif kind == "table":
             header, rows, caption, align = payload
             if caption:
                 out += [f"*{md_escape(caption)}*", ""]
+            fmts = _column_formats(rows) if align else [None] * len(header)
             marks = ["---:" if align and _numeric(rows[0][i]) else "---" for i in range(len(header))]
             out += ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(marks) + "|",
-                    *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows), ""]
+                    *("| " + " | ".join(cell(c, f) for c, f in zip(row, fmts)) + " |" for row in rows), ""]
         elif kind == "figure":
             path, caption = payload
             n_fig += 1
@@ -749,6 +915,12 @@ figure { margin: 1rem 0 1.6rem; padding: .8rem; border: 1px solid var(--line); b
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figcaption { margin-top: .5rem; color: #444c56; font-size: .85rem; }
 .src { color: #8c959f; font-family: ui-monospace, monospace; font-size: .78rem; }
+.finding { margin: .5rem 0 .8rem; padding: .5rem .8rem; border-left: 4px solid var(--accent);
+           background: var(--panel); }
+.finding p { margin: .2rem 0; }
+.warn { color: #9a6700; font-size: .88rem; }
+details { margin: .6rem 0 1rem; }
+summary { cursor: pointer; color: var(--accent); }
 pre { background: var(--panel); border: 1px solid var(--line); padding: .6rem; overflow-x: auto; font-size: .8rem; }
 @media (max-width: 900px) { .layout { display: block; } nav { position: static; max-height: none; border: 0; } }
 """

@@ -8,7 +8,7 @@ all-reduced), and resumable from a checkpoint file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -178,21 +178,21 @@ def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recor
             if lang in done:
                 continue
             skip_below = resume_windows if lang == resume_lang else 0
-            windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
-            bar = tqdm(total=max_tokens, desc=f"{desc} {lang}", unit="tok", disable=not progress or rank != 0)
+            windows, bar = language_windows(tokenizer, corpus, lang, split, window, max_tokens, f"{desc} {lang}",
+                                            progress and rank == 0)
             n_local, seen = 0, 0
             for batch in _batches(windows, group):
                 seen = batch[-1][0] + 1
                 mine = [w for i, w in batch if i >= skip_below and i % world == rank]
                 if mine:
                     n_local += recorder.run(model, torch.stack(mine).to(device))
-                    bar.update(sum(len(w) - skip for _, w in batch) if rank == 0 else 0)
+                bar.update(sum(len(w) - skip for _, w in batch))  # resumed windows count towards the total too
                 if checkpoint and seen % step == 0:
                     _flush(recorder, sums, k, n_local)
                     n_local = 0
                     if rank == 0:
                         _save(sums, checkpoint, done, partial=(lang, seen))
-            bar.close()
+            _close(bar)
             _flush(recorder, sums, k, n_local)
             if sums.n_tokens[k] == 0:
                 raise LangNeuronsError(f"no text for language '{lang}' in the {split} split; check the corpus")
@@ -243,6 +243,28 @@ def collect_stats(
     recorder = StatsRecorder(sites, skip=skip, track_sq=track_sq, hidden=hidden)
     return run_collection(model, tokenizer, corpus, recorder, stats, settings, batch_size=batch_size,
                           checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, desc="collect")
+
+
+def language_windows(tokenizer: Any, corpus: Corpus, lang: str, split: str, window: int, max_tokens: int | None,
+                     desc: str, progress: bool) -> tuple[Iterable[torch.Tensor], tqdm]:
+    """The windows of one language and a token progress bar whose total is reached: text from memory or local files
+    is tokenized up front (once), so the total is what it holds up to `max_tokens`; a streamed corpus (hub) counts
+    to `max_tokens` (`warn_short` says when a budget was not reached)."""
+    windows: Iterable[torch.Tensor] = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+    total = max_tokens
+    if corpus.description.get("kind") in ("udhr", "texts", "text_files"):
+        windows = list(windows)
+        skip = len(window_prefix(tokenizer))
+        total = sum(len(w) - skip for w in windows)
+    return windows, tqdm(total=total, desc=desc, unit="tok", disable=not progress)
+
+
+def _close(bar: tqdm) -> None:
+    """Close a language's bar; a stream that ended before the budget gets its real total."""
+    if bar.total is not None and bar.n < bar.total:
+        bar.total = bar.n
+        bar.refresh()
+    bar.close()
 
 
 FEW_TOKENS = 1000  # below this, per-neuron firing rates of a language are noise

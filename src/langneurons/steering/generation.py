@@ -129,6 +129,7 @@ def generate(
     progress: bool = False,
     max_batch_tokens: int | None = None,
     prompt_format: str = "auto",
+    bar: tqdm | None = None,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
@@ -139,7 +140,8 @@ def generate(
     settings share a batch (each setting is compiled once; a batch applies all of them at once).
     `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
     Under torchrun the batches are split over the ranks and every rank returns all texts. Each prompt text is
-    encoded by `encode_prompt` in `prompt_format` ("auto", "chat" or "plain").
+    encoded by `encode_prompt` in `prompt_format` ("auto", "chat" or "plain"). `progress` shows a bar counting
+    prompts; `bar`, an open bar of a larger job, is advanced instead.
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
@@ -152,7 +154,8 @@ def generate(
     lengths = [len(ids) for ids in encoded]
     batches = token_batches(lengths, batch_size, max_batch_tokens, max_new_tokens)
     out: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
+    own = bar is None
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) if bar is None else bar
 
     def run(rows: list[int]) -> list[str]:
         chunk = [encoded[i] for i in rows]
@@ -167,7 +170,8 @@ def generate(
                     out[i] = text
                 bar.update(len(rows))
     finally:
-        bar.close()
+        if own:
+            bar.close()
     return out
 
 

@@ -22,7 +22,7 @@ import torch
 import transformers
 
 from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
-from langneurons.core.artifacts import write_atomic, write_json
+from langneurons.core.artifacts import write_atomic
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.provenance import model_meta
@@ -32,6 +32,7 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.steering.edits import SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
+from langneurons.tasks.results import FALLBACK_KIND, write_kind
 
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
@@ -63,7 +64,7 @@ class FallbackResult:
             return {}
         out = Path(out_dir)
         paths = {"summary": out / "fallback.json", "samples": out / "fallback_samples.jsonl"}
-        write_json(paths["summary"], self.summary())
+        write_kind(paths["summary"], FALLBACK_KIND, self.summary())
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.samples)
         write_atomic(paths["samples"], lambda p: p.write_text(lines, "utf-8"))
         png, svg = fallback_bars(self, out / "fallback.png")

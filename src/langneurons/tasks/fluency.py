@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from langneurons.core.distributed import rounds
 from langneurons.steering.generation import encode_prompt, resolve_prompt_format
@@ -77,7 +78,7 @@ def is_fluent(text: str, distinct: float) -> bool:
 @torch.inference_mode()
 def continuation_nll(
     model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8,
-    prompt_format: str = "auto",
+    prompt_format: str = "auto", progress: bool = False, desc: str = "score",
 ) -> list[float | None]:
     """Mean negative log-likelihood per token of each continuation after its prompt (None for an empty one).
 
@@ -85,6 +86,7 @@ def continuation_nll(
     Rows are left-padded (positions counted from each row's first real token) so that every continuation ends
     at the last position, and only the last positions go through the LM head. Prompts are encoded as `generate`
     encodes them (`prompt_format`); after a plain prompt the continuation follows a space, as it was generated.
+    `progress`: a bar named `desc`.
     """
     chat = resolve_prompt_format(tokenizer, prompt_format) == "chat"
     device = model.get_input_embeddings().weight.device
@@ -116,4 +118,10 @@ def continuation_nll(
         return scores
 
     # under torchrun the batches are split over ranks and every rank gets all scores
-    return [x for done in rounds(range(0, len(prompts), batch_size), score) for _, scores in done for x in scores]
+    out: list[float | None] = []
+    with tqdm(total=len(prompts), desc=desc, unit="output", disable=not progress) as bar:
+        for done in rounds(range(0, len(prompts), batch_size), score):
+            for _, scores in done:
+                out += scores
+                bar.update(len(scores))
+    return out

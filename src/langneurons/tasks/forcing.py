@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from langneurons.cli.options import (
     add_generation_options,
@@ -27,7 +28,7 @@ from langneurons.cli.options import (
     parse_languages,
     parse_layers,
 )
-from langneurons.core.artifacts import atomic_path, write_json
+from langneurons.core.artifacts import atomic_path
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.models import model_id
@@ -40,6 +41,7 @@ from langneurons.steering.edits import ForcingSetting, SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier
+from langneurons.tasks.results import FORCING_KIND, write_kind
 
 SUCCESS_RULE = ("identified language == target (confidence above the identifier's floor, label fits the script) "
                 "and not empty; fluent: and distinct-bigram share >= 0.5 and no repeated line pattern")
@@ -99,7 +101,7 @@ class ForcingResult:
         out.mkdir(parents=True, exist_ok=True)
         cells = {label: {f"{s}>{t}": c for (s, t), c in self.cells(label).items()} for label in self.settings["labels"]}
         files = {"json": out / f"{name}.json", "samples": out / f"{name}_samples.jsonl"}
-        write_json(files["json"], {"settings": self.settings, "summary": self.summary(), "cells": cells})
+        write_kind(files["json"], FORCING_KIND, {"settings": self.settings, "summary": self.summary(), "cells": cells})
         with atomic_path(files["samples"]) as tmp:
             tmp.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in self.samples), "utf-8")
         for i, label in enumerate(self.settings["labels"]):
@@ -197,7 +199,8 @@ def run_forcing(
     found = lid.identify(texts)
     prompts = [question_prompt(prompts_of[j[1]][j[3]], fmt) for j in jobs]
     unique = list(dict.fromkeys(zip(prompts, texts)))  # the baseline answers repeat for every target
-    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique), prompt_format=fmt))) if nll else {}
+    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique), prompt_format=fmt, progress=progress,
+                                               desc="forcing: score NLL"))) if nll else {}
     nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
     for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
@@ -249,13 +252,15 @@ def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_n
             out[key] = ""
             by_rate.setdefault(rate if config else None, []).append((key, question_prompt(prompts_of[source][i], fmt),
                                                                          config))
+    bar = tqdm(total=len(out), desc="forcing: generate", unit="prompt", disable=not progress)
     for rate, rows in by_rate.items():
         texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
                          max_batch_tokens=max_batch_tokens,
                          stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
-                         stats=stats, repetition_penalty=repetition_penalty, progress=progress, prompt_format=fmt)
+                         stats=stats, repetition_penalty=repetition_penalty, prompt_format=fmt, bar=bar)
         for (key, _, _), text in zip(rows, texts):
             out[key] = text
+    bar.close()
     return out
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.core.artifacts import read_json, write_json
-from langneurons.core.distributed import barrier, is_main
 from langneurons.core.errors import LangNeuronsError
 
 RESULTS_KIND = "results"
+FORCING_KIND = "forcing"
+FALLBACK_KIND = "fallback"
+DEMO_KIND = "demo summary"
 
 
 def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,8 +40,16 @@ def run_metadata(model: Any, task: str, settings: Mapping[str, Any]) -> dict[str
 
 def write_results(path: str | Path, meta: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
     """Write `{"kind": "results", **meta, "summary": summary}` atomically; returns the path."""
+    return write_kind(path, RESULTS_KIND, {**meta, "summary": dict(summary)})
+
+
+def write_kind(path: str | Path, kind: str, data: Mapping[str, Any]) -> Path:
+    """Write `{"kind": kind, **data}` atomically: every JSON summary a run writes names its kind, by which the
+    report reads it. Under torchrun only rank 0 writes. Returns the path."""
+    from langneurons.core.distributed import is_main
+
     if is_main():
-        write_json(path, {"kind": RESULTS_KIND, **meta, "summary": dict(summary)})
+        write_json(path, {"kind": kind, **{k: v for k, v in data.items() if k != "kind"}})
     return Path(path)
 
 
@@ -64,6 +74,8 @@ class SampleLog:
 
     def __init__(self, path: str | Path, key_fields: Sequence[str], settings: Mapping[str, Any],
                  fresh: bool = False):
+        from langneurons.core.distributed import barrier, is_main
+
         self.path, self.key_fields = Path(path), tuple(key_fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         stamp = self.path.with_name(self.path.name + ".settings")
@@ -108,6 +120,8 @@ class SampleLog:
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (and flush), replacing none: rows already present are skipped."""
+        from langneurons.core.distributed import is_main
+
         new = [r for r in rows if self.key(r) not in self.rows]
         for r in new:
             self.rows[self.key(r)] = r
