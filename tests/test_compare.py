@@ -212,6 +212,8 @@ def test_bootstrap_intervals_match_a_hand_loop(setup):
         if got is not None:
             assert got == pytest.approx(expected, rel=1e-2, abs=1e-2)  # ratios of small float32 differences
     assert any(v is not None for v in ci["selectivity"].values())
+    single = compare_methods(model, sets, {y: w[:1] for y, w in windows.items()}, replicates=50)
+    assert single["methods"]["lape"]["ci"] == {"selectivity": {}, "mean_selectivity": None, "ratio": None}
 
 
 def test_forcing_per_set(setup, tmp_path):

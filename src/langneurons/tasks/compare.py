@@ -91,7 +91,8 @@ def compare_methods(
     Returns the baseline loss, and per set its sizes, loss increases {X: {Y: delta}}, the `matrix_summary` of
     those (selectivity per language, pooled `ratio`), `mean_selectivity` (mean over languages that have one)
     and `ci`: 95% bootstrap intervals of the selectivities, their mean and the pooled ratio, from `replicates`
-    resamplings (`seed`) of each language's windows, the same for every set and condition.
+    resamplings (`seed`) of each language's windows, the same for every set and condition (None when a language
+    has a single window: use shorter windows).
     """
     languages = list(windows)
     if not languages:
@@ -147,7 +148,8 @@ def compare_methods(
             "sizes": {x: s.count(x) if x in s.languages else 0 for x in languages},
             "delta": delta, **summary,
             "mean_selectivity": sum(ratios) / len(ratios) if ratios else None,
-            "ci": _selectivity_ci({x: {y: resampled(name, x, y) - base_b[y] for y in languages} for x in masked}),
+            "ci": _selectivity_ci({x: {y: resampled(name, x, y) - base_b[y] for y in languages} for x in masked}
+                                  if min(len(w) for w in windows.values()) > 1 else {}),
         }
     return {"model": model_id(model), "languages": languages, "tokens": tokens, "baseline": baseline,
             "methods": methods, "replicates": replicates, "seconds": round(time.perf_counter() - start, 2)}
@@ -329,7 +331,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-split", default="train", help="dataset split (default train)")
     p.add_argument("--text-column", default="text", help="dataset text column (default text)")
     p.add_argument("--max-tokens", type=int, default=None, help="held-out tokens per language (default: all)")
-    p.add_argument("--window", type=int, default=512, help="tokens per window, BOS included (default 512)")
+    p.add_argument("--window", type=int, default=64,
+                   help="tokens per window, BOS included (default 64: the bootstrap resamples windows)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--forcing-questions", type=int, default=2,
