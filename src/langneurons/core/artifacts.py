@@ -68,7 +68,7 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> None:
+def write_atomic(path: str | Path, writer: Callable[[Path], object]) -> None:
     """Call `writer(tmp_path)` and move the result into place; no partial file is ever left at `path`."""
     with atomic_path(path) as tmp:
         writer(tmp)
