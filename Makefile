@@ -46,6 +46,7 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy src/langneurons
 
 # A fresh environment without constraints, frozen into the lock (run `make test` afterwards to test it).
 lock:

@@ -20,7 +20,7 @@ from langneurons.core.errors import LangNeuronsError
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import SteeringConfig, steer
 from langneurons.steering.generation import generate
-from langneurons.tasks.harness import lm_eval_model, local_task, run_lm_eval
+from langneurons.tasks.harness import _label, lm_eval_model, local_task, run_lm_eval
 from langneurons.tasks.xquad import answer_tokens
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -238,3 +238,10 @@ def test_steering_specs_compile_alike(tiny, tmp_path):
         for layer, (scale, shift) in steering.tables.items():
             assert torch.equal(scale, calibrated.tables[layer][0]) and torch.equal(shift, calibrated.tables[layer][1])
     assert compile_steering(model, None) is None
+
+
+def test_steering_labels_name_configs_files_and_expressions():
+    config = SteeringConfig({"de": 4.0}, {"en": 0.0})
+    assert _label(config) == "-en +4*de [add]"  # a SteeringConfig has no .config: labelled from itself
+    assert _label("+de") == "+de"
+    assert _label(Path("runs/setting.json")) == str(Path("runs/setting.json"))

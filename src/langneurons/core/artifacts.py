@@ -73,7 +73,7 @@ def normal_mode(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> None:
+def write_atomic(path: str | Path, writer: Callable[[Path], object]) -> None:
     """Call `writer(tmp_path)` and move the result into place; no partial file is ever left at `path`."""
     with atomic_path(path) as tmp:
         writer(tmp)

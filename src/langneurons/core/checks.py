@@ -79,8 +79,8 @@ def position_limit(model: Any) -> int | None:
     """The longest sequence the model's config allows (None if it states none)."""
     config = getattr(model, "config", None)
     config = getattr(config, "text_config", None) or config
-    limits = [getattr(config, name, None) for name in POSITION_FIELDS]
-    limits = [v for v in limits if isinstance(v, int) and v > 0]
+    values = [getattr(config, name, None) for name in POSITION_FIELDS]
+    limits = [v for v in values if isinstance(v, int) and v > 0]
     return min(limits) if limits else None
 
 

@@ -115,11 +115,11 @@ def rounds(items: Sequence[T], fn: Callable[[T], R]) -> Iterator[list[tuple[T, R
         return
     for start in range(0, len(items), world):
         mine = start + rank
-        result = None
+        computed: R | None = None  # stays None on a rank without an item in the last round
         if mine < len(items):
             with local():
-                result = fn(items[mine])
-        results = gather(result)
+                computed = fn(items[mine])
+        results = gather(computed)
         yield [(items[start + r], results[r]) for r in range(min(world, len(items) - start))]
 
 

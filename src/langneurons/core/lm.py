@@ -7,6 +7,7 @@ scaling), `check_head` guards that, and `mean_nll` is the mean next-token loss p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -14,11 +15,24 @@ from tqdm.auto import tqdm
 from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 # Positions sent through the LM head at once: about 256 MB of float32 logits for a 262k-token vocabulary.
 HEAD_ELEMENTS = 2**26
 
 
-def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def embedding_weight(model: PreTrainedModel) -> torch.Tensor:
+    """The input embedding matrix [vocab, hidden]: its device is where input ids go, its width the hidden size."""
+    return cast(torch.Tensor, model.get_input_embeddings().weight)
+
+
+def head_weight(model: PreTrainedModel) -> torch.Tensor:
+    """The LM head's matrix [vocab, hidden]: its device is where the logits are made."""
+    return cast(torch.Tensor, model.get_output_embeddings().weight)
+
+
+def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Next-token logits from final hidden states (after the final norm): the LM head, then what the family's
     own forward does after it (Gemma 2/3 soft-capping, Cohere's logit_scale, Granite's logits_scaling)."""
     logits = model.get_output_embeddings()(hidden)
@@ -36,7 +50,7 @@ def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+def check_head(model: PreTrainedModel, input_ids: torch.Tensor) -> None:
     """Raise unless `head_logits` of the decoder body's output equals the model's own logits on `input_ids`
     ([1, T]): a guard against a family that post-processes its logits in a way `head_logits` does not know."""
     hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -49,7 +63,7 @@ def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
         )
 
 
-def nll_rows(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+def nll_rows(model: PreTrainedModel, rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
     """Summed next-token NLL of each of `rows` (run together, right-padded): float64 [len(rows)] on the CPU."""
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
@@ -62,7 +76,7 @@ def nll_rows(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torc
                               use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
     states = hidden[:, :-1][keep.to(hidden.device)]  # the last layer's device (a split model's last GPU)
-    head = model.get_output_embeddings().weight
+    head = head_weight(model)
     targets = ids[:, 1:][keep].to(head.device)  # meet the logits where the LM head makes them
     row_of = torch.arange(len(rows))[:, None].expand_as(keep)[keep].to(head.device)
     chunk = max(1, HEAD_ELEMENTS // head.shape[0])
@@ -74,7 +88,7 @@ def nll_rows(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torc
     return total.cpu()
 
 
-def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
+def mean_nll(model: PreTrainedModel, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
              progress: bool = False) -> dict[str, float]:
     """Mean next-token NLL per predicted token of each language's windows (padding excluded, the BOS is never a
     target). Whatever steering is active on `model` (a `steer(...)` block around the call) applies."""
@@ -83,14 +97,14 @@ def mean_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int
 
 
 @torch.inference_mode()
-def window_nll(model: torch.nn.Module, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
+def window_nll(model: PreTrainedModel, windows: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 8,
                progress: bool = False) -> dict[str, list[float]]:
     """Summed next-token NLL of each window of each language (0 for a window with nothing to predict), as
     `mean_nll` computes it; per-window sums let callers bootstrap over windows. Under torchrun the batches are
     split over ranks and every rank gets all sums."""
     if batch_size <= 0:
         raise LangNeuronsError(f"batch_size must be positive, got {batch_size}")
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     out: dict[str, list[float]] = {}
     checked = False
     for lang, rows in windows.items():

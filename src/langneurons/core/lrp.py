@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,12 +52,12 @@ class _ScaleGrad(torch.autograd.Function):
     """Identity forward; the gradient multiplied by a constant factor."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
         ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad * ctx.factor, None
 
 
@@ -91,11 +92,12 @@ def lrp_rules(identity: Iterable[nn.Module] = (), scale: Mapping[nn.Module, floa
 
 
 def _get(root: nn.Module, path: str) -> nn.Module | None:
+    found: Any = root
     for part in path.split("."):
-        root = getattr(root, part, None)
-        if root is None:
+        found = getattr(found, part, None)
+        if found is None:
             return None
-    return root
+    return found
 
 
 def check_supported(model: nn.Module) -> None:
@@ -111,7 +113,7 @@ def check_supported(model: nn.Module) -> None:
 def _plan(model: nn.Module, sites: NeuronSites) -> tuple[list[nn.Module], dict[nn.Module, float]]:
     """The modules the AttnLRP rules act on: identity rule on norms and activations; 1/2 on gate and up
     projections, 1/4 on q and k, 1/2 on v projections."""
-    decoder = _get(model, sites.layers_path.rpartition(".")[0]) if "." in sites.layers_path else model
+    decoder = (_get(model, sites.layers_path.rpartition(".")[0]) if "." in sites.layers_path else model) or model
     norms = [m for m in decoder.modules() if type(m).__name__.endswith("RMSNorm")]
     others = sorted({type(m).__name__ for m in decoder.modules()
                      if "norm" in type(m).__name__.lower() and not type(m).__name__.endswith("RMSNorm")})
@@ -121,13 +123,13 @@ def _plan(model: nn.Module, sites: NeuronSites) -> tuple[list[nn.Module], dict[n
     for i, layer in enumerate(sites.layers):
         if sites.spec.gated:
             scale.update({up: 0.5 for up in sites.ups[i]})
-        proj = [_get(layer, f"self_attn.{name}") for name in ("q_proj", "k_proj", "v_proj")]
-        if any(p is None for p in proj):
+        q, k, v = (_get(layer, f"self_attn.{name}") for name in ("q_proj", "k_proj", "v_proj"))
+        if q is None or k is None or v is None:
             raise LangNeuronsError(
                 f"the attnlrp rule needs separate self_attn.q_proj/k_proj/v_proj in {sites.layers_path}.{i}; "
                 "use grad_x_input"
             )
-        scale.update({proj[0]: 0.25, proj[1]: 0.25, proj[2]: 0.5})
+        scale.update({q: 0.25, k: 0.25, v: 0.5})
     return [*norms, *sites.acts], scale
 
 
@@ -136,6 +138,6 @@ def attnlrp(model: nn.Module, sites: NeuronSites | None = None) -> Iterator[None
     """Inside the block, gradient x input anywhere in `model` is AttnLRP relevance of what is backpropagated
     (see the module docstring). Raises for unsupported families before changing anything."""
     check_supported(model)
-    identity, scale = _plan(model, sites or find_sites(model))
+    identity, scale = _plan(model, sites or find_sites(model))  # type: ignore[arg-type]
     with lrp_rules(identity, scale):
         yield

@@ -9,12 +9,17 @@ values, and replacing its output edits them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
+from langneurons.core.lm import embedding_weight
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def _get(root: nn.Module, path: str) -> nn.Module | None:
         return None
 
 
-def model_type(model: nn.Module) -> str:
+def model_type(model: PreTrainedModel) -> str:
     config = getattr(model, "config", None)
     if config is None or not getattr(config, "model_type", None):
         raise LangNeuronsError(
@@ -155,7 +160,7 @@ def model_type(model: nn.Module) -> str:
     return str(config.model_type)
 
 
-def _layer_paths(model: nn.Module, spec: SiteSpec) -> list[str]:
+def _layer_paths(model: PreTrainedModel, spec: SiteSpec) -> list[str]:
     """The registry's layer paths, and the same paths inside a bare base model (AutoModel)."""
     paths = list(spec.layers)
     prefix = getattr(model, "base_model_prefix", "")
@@ -164,7 +169,7 @@ def _layer_paths(model: nn.Module, spec: SiteSpec) -> list[str]:
     return paths
 
 
-def find_sites(model: nn.Module) -> NeuronSites:
+def find_sites(model: PreTrainedModel) -> NeuronSites:
     """Locate the neuron sites of `model` from its config and module tree (never from its name)."""
     mtype = model_type(model)
     spec = REGISTRY.get(mtype)
@@ -184,7 +189,9 @@ def find_sites(model: nn.Module) -> NeuronSites:
             f"'{mtype}' model ({type(model).__name__}) has no decoder layer list at {' or '.join(paths)}; "
             "load it with AutoModelForCausalLM"
         )
-    acts, ups, downs = [], [], []
+    acts: list[nn.Module] = []
+    ups: list[tuple[nn.Module, ...]] = []
+    downs: list[nn.Module] = []
     for i, layer in enumerate(layers):
         names = (spec.act, *spec.up, spec.down)
         found = [_get(layer, name) for name in names]
@@ -194,9 +201,10 @@ def find_sites(model: nn.Module) -> NeuronSites:
                 f"'{mtype}' model lacks the neuron site module(s) {', '.join(missing)}; "
                 "the registry entry does not match this model"
             )
-        acts.append(found[0])
-        ups.append(tuple(found[1:-1]))
-        downs.append(found[-1])
+        present = [m for m in found if m is not None]  # all of them (none is missing)
+        acts.append(present[0])
+        ups.append(tuple(present[1:-1]))
+        downs.append(present[-1])
     if len({id(a) for a in acts}) != len(acts):
         raise LangNeuronsError(f"'{mtype}' model shares one activation module between layers; cannot hook it")
     sites = NeuronSites(mtype, spec, layers_path, acts, ups, downs, list(layers))
@@ -208,7 +216,7 @@ def find_sites(model: nn.Module) -> NeuronSites:
     return sites
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _close(a: object, b: object) -> bool:
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
         return False
     wide = (torch.float32, torch.float64)
@@ -218,7 +226,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
+def validate_sites(model: PreTrainedModel, sites: NeuronSites) -> None:
     """Run two tokens through the model and check the sites against what the MLPs really compute.
 
     Per layer: the activation module is called exactly once, in layer order, with output width `n_neurons`;
@@ -242,7 +250,7 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
         return keep
 
     modes = [(m, m.training) for m in model.modules()]
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     with Hooks(sites) as hooks:
         for i in range(n):
             hooks.read(sites.acts[i], act_in[i].append, input=True)
@@ -274,7 +282,7 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
                 f"{name} activation output at {where}.{spec.act} has width {width}, "
                 f"expected {sites.n_neurons}; the registry entry does not match this model"
             )
-        linears = [(spec.up[0], gate_out[i]), (spec.down, down_in[i])]
+        linears: list[tuple[str, list[Any]]] = [(spec.up[0], gate_out[i]), (spec.down, down_in[i])]
         if len(spec.up) > 1:
             linears.append((spec.up[1], up_out[i]))
         for path, calls in linears:
@@ -292,7 +300,11 @@ def validate_sites(model: nn.Module, sites: NeuronSites) -> None:
                 f"{' (gate half)' if spec.fused_gate_up else ''}; "
                 "the registry entry does not match this model"
             )
-        expected = a_out * up if spec.gated else a_out
+        if spec.gated:
+            assert up is not None, "a gated MLP has an up linear (its calls were counted above)"
+            expected = a_out * up
+        else:
+            expected = a_out
         if not _close(down_in[i][0], expected):
             up_name = "the up half" if spec.fused_gate_up else spec.up[-1]
             read = f"{spec.act} * {up_name}" if spec.gated else spec.act

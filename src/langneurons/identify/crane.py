@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -63,7 +64,7 @@ def crane(
         flat = score.flatten()
         size = min(sizes[lang], int(torch.isfinite(flat).sum()))
         masks[k].view(-1)[torch.sort(flat, descending=True, stable=True).indices[:size]] = True
-    settings = {"contrast": contrast, "per_language": sizes}
+    settings: dict[str, Any] = {"contrast": contrast, "per_language": sizes}
     if from_rate:
         settings["top_rate"] = top_rate
     return NeuronSet(list(relevance.languages), masks, provenance(relevance, "crane", **settings))  # type: ignore[arg-type]

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 KIND = "neurons"
 
@@ -116,7 +119,7 @@ class NeuronSet:
                 f"{model or 'this model'} ({n_layers} x {n_neurons}); identify neurons on this model"
             )
 
-    def check_model(self, model: torch.nn.Module) -> None:
+    def check_model(self, model: PreTrainedModel) -> None:
         """Fail clearly unless this set fits `model`'s neuron sites (layers x neurons)."""
         from langneurons.core.models import model_id
         from langneurons.core.sites import find_sites

@@ -47,7 +47,7 @@ def neuron_placement(neurons: Any, source: str, tokens: Mapping[str, int] | None
     late = sum(per_layer[start:]) / total
     peak = max(range(n_layers), key=lambda i: per_layer[i])
     counts = {lang: neurons.count(lang) for lang in neurons.languages}
-    fewest, most = min(counts, key=counts.get), max(counts, key=counts.get)
+    fewest, most = min(counts, key=lambda k: counts[k]), max(counts, key=lambda k: counts[k])
     where = "cluster in the last third of the network" if late >= 0.5 else "are spread over the network"
     reading = (f"{total:,} language neurons ({100 * total / (n_layers * neurons.shape[1]):.2f}% of all) {where}: "
                f"{late:.0%} sit in {_layers(start, n_layers - 1)}, the most in layer {peak} ({per_layer[peak]}). "
@@ -97,7 +97,7 @@ def deactivation_selectivity(summary: Mapping[str, Any], source: str) -> list[Fi
         out.append(Finding("Selectivity of deactivation", reading, source, warning))
     baseline = summary.get("baseline") or {}
     if baseline:
-        lo, hi = min(baseline, key=baseline.get), max(baseline, key=baseline.get)
+        lo, hi = min(baseline, key=lambda k: baseline[k]), max(baseline, key=lambda k: baseline[k])
         out.append(Finding("Perplexity without intervention",
                            f"Held-out NLL per token from {baseline[lo]:.3f} ({lo}) to {baseline[hi]:.3f} ({hi}); "
                            f"mean {sum(baseline.values()) / len(baseline):.3f} over {len(baseline)} languages.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -20,12 +20,16 @@ from langneurons.core.checks import check_window
 from langneurons.core.distributed import all_reduce_sum, rank_world
 from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.hooks import Hooks
+from langneurons.core.lm import embedding_weight
 from langneurons.core.models import model_placement
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, describe_start, pack_windows, window_prefix
 from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 from langneurons.stats.sums import LanguageSums
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 S = TypeVar("S", bound=LanguageSums)
 
@@ -85,7 +89,7 @@ class StatsRecorder:
             self._hooks = None
 
     @torch.inference_mode()
-    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
+    def run(self, model: PreTrainedModel, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
         the pass stops after the last site it needs. Returns the number of positions recorded."""
         Hooks.run(model.base_model, input_ids=input_ids, use_cache=False)
@@ -99,14 +103,13 @@ class StatsRecorder:
         out = {"over_zero": neurons[:, 0].round().long(), "sum": neurons[:, 1].contiguous()}
         if self.track_sq:
             out["sum_sq"] = neurons[:, 2].contiguous()
-        if self.hidden:
-            out["hidden_sum"] = torch.stack([self.acc[("hidden", i)].cpu()[0] for i in range(n_layers)]) \
-                if ("hidden", 0) in self.acc else None
+        if self.hidden and ("hidden", 0) in self.acc:
+            out["hidden_sum"] = torch.stack([self.acc[("hidden", i)].cpu()[0] for i in range(n_layers)])
         self.acc = {}
-        return {k: v for k, v in out.items() if v is not None}
+        return out
 
 
-def _batches(windows: Iterator[torch.Tensor], batch_size: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
+def _batches(windows: Iterable[torch.Tensor], batch_size: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
     """Group (global index, window) pairs into batches of equal length."""
     batch: list[tuple[int, torch.Tensor]] = []
     for item in enumerate(windows):
@@ -126,7 +129,7 @@ class Recorder(Protocol):
 
     def __exit__(self, *exc: object) -> Any: ...
 
-    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int: ...
+    def run(self, model: PreTrainedModel, input_ids: torch.Tensor) -> int: ...
 
     def take(self) -> dict[str, torch.Tensor]: ...
 
@@ -141,7 +144,7 @@ def check_collection(corpus: Corpus, max_tokens: int | None, batch_size: int, ch
         raise LangNeuronsError("batch_size and checkpoint_every must be positive")
 
 
-def collection_meta(model: torch.nn.Module, sites: NeuronSites, corpus: Corpus, settings: dict[str, Any],
+def collection_meta(model: PreTrainedModel, sites: NeuronSites, corpus: Corpus, settings: dict[str, Any],
                     batch_size: int, **notes: Any) -> dict[str, Any]:
     """The metadata of collected sums: model, neuron site, corpus, and the collection's settings and `notes`."""
     return {
@@ -153,7 +156,7 @@ def collection_meta(model: torch.nn.Module, sites: NeuronSites, corpus: Corpus, 
     }
 
 
-def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recorder: Recorder, sums: S,
+def run_collection(model: PreTrainedModel, tokenizer: Any, corpus: Corpus, recorder: Recorder, sums: S,
                    settings: dict[str, Any], *, batch_size: int, checkpoint: str | Path | None,
                    checkpoint_every: int, progress: bool, desc: str) -> S:
     """The collection loop: pack each language's `settings["split"]` documents into windows of
@@ -167,7 +170,7 @@ def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recor
     window, max_tokens, split = settings["window"], settings["max_tokens"], settings["split"]
     skip = len(window_prefix(tokenizer))
     rank, world = rank_world()
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     # Every rank restores the checkpoint; only new sums are all-reduced, so restored rows count once.
     done, resume_lang, resume_windows = _resume(checkpoint, sums, settings) if checkpoint else ([], None, 0)
     group = batch_size * world  # windows of one step: each rank takes every world-th
@@ -209,7 +212,7 @@ def run_collection(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, recor
 
 
 def collect_stats(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     corpus: Corpus,
     max_tokens: int | None = 100_000,
@@ -236,7 +239,7 @@ def collect_stats(
     skip = len(window_prefix(tokenizer))
     settings = {"window": window, "max_tokens": max_tokens, "split": split, "bos_skipped": skip,
                 "track_sq": track_sq, "hidden": hidden}
-    hidden_size = model.get_input_embeddings().weight.shape[1] if hidden else None
+    hidden_size = embedding_weight(model).shape[1] if hidden else None
     stats = empty_stats(corpus.languages, sites.n_layers, sites.n_neurons,
                         collection_meta(model, sites, corpus, settings, batch_size, start=describe_start(tokenizer)),
                         hidden_size, track_sq)

@@ -21,14 +21,14 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from langneurons.core.checks import check_window
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits
+from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits, head_weight
 from langneurons.core.lrp import attnlrp, check_supported
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, describe_start, window_prefix
@@ -38,6 +38,9 @@ from langneurons.stats.collect import (
     run_collection,
 )
 from langneurons.stats.sums import PER_LANGUAGE, PER_NEURON, LanguageSums
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 KIND = "relevance"
 RULES = {
@@ -103,7 +106,7 @@ def empty_relevance(languages: list[str], n_layers: int, n_neurons: int, meta: d
 
 
 @contextlib.contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[None]:
+def frozen(model: PreTrainedModel) -> Iterator[None]:
     """Parameters without gradients and modules in eval mode for the duration; both restored afterwards."""
     params = [p for p in model.parameters() if p.requires_grad]
     modes = [(m, m.training) for m in model.modules()]
@@ -173,7 +176,7 @@ class RelevanceRecorder:
             self._hooks = None
         self._saved = {}
 
-    def run(self, model: torch.nn.Module, input_ids: torch.Tensor) -> int:
+    def run(self, model: PreTrainedModel, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the model, backward the summed log-probabilities of the actual
         next tokens (with `explain_logit`: their logits) once, and record relevance; returns the number of
         predicted tokens.
@@ -188,7 +191,7 @@ class RelevanceRecorder:
             with torch.no_grad():
                 check_head(model, input_ids[:1, :8])
             self._checked = True
-        head = model.get_output_embeddings().weight.device  # of a model split over devices: the logits' device
+        head = head_weight(model).device  # of a model split over devices: the logits' device
         targets = input_ids[:, 1:].reshape(-1).to(head)
         valid = targets != self.exclude_target if self.exclude_target is not None else torch.ones_like(targets).bool()
         log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=head)
@@ -197,7 +200,7 @@ class RelevanceRecorder:
                 hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
                 states = hidden.detach().requires_grad_()
                 flat = states.reshape(len(targets), -1)
-                chunk = max(1, HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
+                chunk = max(1, HEAD_ELEMENTS // head_weight(model).shape[0])
                 for start in range(0, len(targets), chunk):
                     part = slice(start, start + chunk)
                     logits = head_logits(model, flat[part]).float()
@@ -225,7 +228,7 @@ class RelevanceRecorder:
 
 
 def collect_relevance(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     corpus: Corpus,
     max_tokens: int | None = 20_000,

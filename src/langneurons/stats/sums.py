@@ -85,7 +85,7 @@ class LanguageSums:
     @property
     def shape(self) -> tuple[int, int, int]:
         """[languages, layers, neurons]."""
-        return tuple(getattr(self, self._main()).shape)  # type: ignore[return-value]
+        return tuple(getattr(self, self._main()).shape)
 
     @property
     def n_layers(self) -> int:

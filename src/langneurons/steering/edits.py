@@ -13,18 +13,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from langneurons.core.artifacts import read_json, write_json
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
+from langneurons.core.lm import embedding_weight
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.methods import DEACTIVATIONS, METHODS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 _TERM = re.compile(r"\s*([+-])\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z][A-Za-z0-9_-]*)\s*")
 
@@ -158,7 +161,7 @@ class Steering:
     Several steerings stack into one batch (`BatchSteering`): row i edited by steering i.
     """
 
-    def __init__(self, model: nn.Module, neurons: NeuronSet | None, stats: ActivationStats | None,
+    def __init__(self, model: PreTrainedModel, neurons: NeuronSet | None, stats: ActivationStats | None,
                  config: SteeringConfig):
         self.model, self.config, self.neurons, self.stats = model, config, neurons, stats
         self.sites = find_sites(model)
@@ -286,10 +289,10 @@ class SteeringTable:
     S x N; per residual layer a [1 + S, H] matrix of deltas. Each matrix is copied to a device and dtype once,
     when a batch first needs it there, and shared by every batch (`BatchSteering` picks rows by index)."""
 
-    def __init__(self, model: nn.Module, steerings: Sequence[Steering]):
+    def __init__(self, model: PreTrainedModel, steerings: Sequence[Steering]):
         self.steerings = list(dict.fromkeys(steerings))
         self.row = {id(s): k + 1 for k, s in enumerate(self.steerings)}
-        n, h = find_sites(model).n_neurons, model.get_input_embeddings().weight.shape[1]
+        n, h = find_sites(model).n_neurons, embedding_weight(model).shape[1]
         self.neurons: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for layer in sorted({layer for s in self.steerings for layer in s.tables}):
             dense = [s.tables.get(layer, (torch.ones(n), torch.zeros(n))) for s in self.steerings]
@@ -317,7 +320,8 @@ class BatchSteering:
     """Row i of a batch steered by `steerings[i]` (None: unsteered), all rows in the same ops a layer: the
     rows of a `SteeringTable` (built here, or shared by every batch of a run) are picked per batch row."""
 
-    def __init__(self, model: nn.Module, steerings: Sequence[Steering | None], table: SteeringTable | None = None):
+    def __init__(self, model: PreTrainedModel, steerings: Sequence[Steering | None],
+                 table: SteeringTable | None = None):
         present = [s for s in steerings if s is not None]
         self.table = table if table is not None else SteeringTable(model, present)
         rows = [0 if s is None else self.table.row[id(s)] for s in steerings]
@@ -375,7 +379,7 @@ class _Hooks:
     In the prompt phase (no cached tokens yet) they edit nothing when `prompt` is False.
     """
 
-    def __init__(self, model: nn.Module, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True):
+    def __init__(self, model: PreTrainedModel, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True):
         self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
         phase = {"gen": (tables, residual), "prompt": (tables, residual) if prompt else ({}, {})}
         self._hooks = Hooks(sites, phase=None if prompt else model)
@@ -422,7 +426,7 @@ class _Hooks:
 
 
 def build_steering(
-    model: nn.Module,
+    model: PreTrainedModel,
     neurons: NeuronSet | None = None,
     stats: ActivationStats | None = None,
     expression: str | None = None,
@@ -463,7 +467,7 @@ def build_steering(
 
 
 @contextmanager
-def steer(model: nn.Module, neurons: NeuronSet | None = None, stats: ActivationStats | None = None,
+def steer(model: PreTrainedModel, neurons: NeuronSet | None = None, stats: ActivationStats | None = None,
           expression: str | None = None, **how: Any) -> Iterator[Steering]:
     """Edit language neurons for the duration of the block; the hooks are removed afterwards, also on error.
 

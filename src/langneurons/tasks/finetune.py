@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,11 +29,15 @@ from tqdm.auto import tqdm
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
+from langneurons.core.lm import embedding_weight, head_weight
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, pack_windows
 from langneurons.identify.neurons import NeuronSet
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 KIND = "finetune"
 
@@ -55,7 +59,7 @@ class _Edit:
                 "(quantized layers cannot be trained); load the model in float32 or bfloat16"
             )
         self.path, self.module, self.role, self.conv1d = path, module, role, _is_conv1d(module)
-        weight = module.weight
+        weight = module.get_parameter("weight")
         n_in, n_out = weight.shape if self.conv1d else weight.shape[::-1]
         self.index = index.to(weight.device)
         size = n_out if role == "rows" else n_in
@@ -87,13 +91,13 @@ class _Edit:
         """(parameter name, parameter, dimension, delta laid out like the parameter's slice) per parameter."""
         w_dim = (1 if self.role == "rows" else 0) if self.conv1d else (0 if self.role == "rows" else 1)
         delta = self.weight.detach().T if self.conv1d else self.weight.detach()
-        out = [(f"{self.path}.weight", self.module.weight, w_dim, delta)]
+        out = [(f"{self.path}.weight", self.module.get_parameter("weight"), w_dim, delta)]
         if self.bias is not None:
-            out.append((f"{self.path}.bias", self.module.bias, 0, self.bias.detach()))
+            out.append((f"{self.path}.bias", self.module.get_parameter("bias"), 0, self.bias.detach()))
         return out
 
 
-def _edits(model: nn.Module, sites: NeuronSites, indices: Sequence[torch.Tensor]) -> list[_Edit]:
+def _edits(model: PreTrainedModel, sites: NeuronSites, indices: Sequence[torch.Tensor]) -> list[_Edit]:
     """The deltas for the selected neurons of each layer: rows of every `up` linear, columns of `down`."""
     names = {id(m): name for name, m in model.named_modules()}
     n = sites.n_neurons
@@ -138,7 +142,7 @@ class FinetuneDelta:
                 raise LangNeuronsError(f"{path}: lacks the tensors of {entry.get('param')}; re-create it")
         return cls(tensors, meta)
 
-    def check_model(self, model: nn.Module, check_id: bool = True) -> dict[str, nn.Parameter]:
+    def check_model(self, model: PreTrainedModel, check_id: bool = True) -> dict[str, nn.Parameter]:
         """Fail with one line unless the delta fits `model`; returns the parameters it writes."""
         mine = model_id(model)
         made = self.meta.get("model", {})
@@ -173,7 +177,7 @@ class FinetuneDelta:
         return out
 
     @torch.no_grad()
-    def apply(self, model: nn.Module, check_id: bool = True) -> Callable[[], None]:
+    def apply(self, model: PreTrainedModel, check_id: bool = True) -> Callable[[], None]:
         """Write the slices into `model` (checked first: nothing is written if any slice does not fit); returns
         (and keeps as `undo`) a function that puts the replaced values back."""
         params = self.check_model(model, check_id)
@@ -194,7 +198,7 @@ class FinetuneDelta:
         return undo
 
 
-def apply_finetune(model: nn.Module, delta: str | Path | FinetuneDelta, check_id: bool = True) -> FinetuneDelta:
+def apply_finetune(model: PreTrainedModel, delta: str | Path | FinetuneDelta, check_id: bool = True) -> FinetuneDelta:
     """Load a delta file (or take a `FinetuneDelta`) and write its slices into `model`; `.undo()` restores the base."""
     delta = delta if isinstance(delta, FinetuneDelta) else FinetuneDelta.load(delta)
     delta.apply(model, check_id)
@@ -202,13 +206,15 @@ def apply_finetune(model: nn.Module, delta: str | Path | FinetuneDelta, check_id
 
 
 @contextmanager
-def finetuned(model: nn.Module, delta: str | Path | FinetuneDelta, check_id: bool = True) -> Iterator[FinetuneDelta]:
+def finetuned(model: PreTrainedModel, delta: str | Path | FinetuneDelta,
+              check_id: bool = True) -> Iterator[FinetuneDelta]:
     """`with finetuned(model, "delta.safetensors"):` the model holds the fine-tuned slices inside the block."""
-    applied = apply_finetune(model, delta, check_id)
+    delta = delta if isinstance(delta, FinetuneDelta) else FinetuneDelta.load(delta)
+    undo = delta.apply(model, check_id)
     try:
-        yield applied
+        yield delta
     finally:
-        applied.undo()
+        undo()
 
 
 def _batches(windows: list[torch.Tensor], batch_size: int, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
@@ -219,7 +225,7 @@ def _batches(windows: list[torch.Tensor], batch_size: int, generator: torch.Gene
             yield [windows[i] for i in order[start : start + batch_size]]
 
 
-def _loss_backward(model: nn.Module, batch: list[torch.Tensor], pad_id: int, device: torch.device) -> float:
+def _loss_backward(model: PreTrainedModel, batch: list[torch.Tensor], pad_id: int, device: torch.device) -> float:
     """Mean next-token cross-entropy over the real tokens of right-padded windows (padding is never a target),
     with its backward pass done. The LM head runs on chunks of positions, each chunk's backward right after its
     forward, so a large vocabulary never holds the logits of the whole batch and the head is not recomputed."""
@@ -235,7 +241,7 @@ def _loss_backward(model: nn.Module, batch: list[torch.Tensor], pad_id: int, dev
     keep = mask[:, 1:].bool()
     states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
     cut = states.detach().requires_grad_()
-    size = max(1, HEAD_ELEMENTS // model.get_output_embeddings().weight.shape[0])
+    size = max(1, HEAD_ELEMENTS // head_weight(model).shape[0])
     total = 0.0
     for i in range(0, len(targets), size):
         logits = head_logits(model, cut[i : i + size]).float()
@@ -263,14 +269,14 @@ def _provenance(neurons: NeuronSet, indices: list[torch.Tensor]) -> dict[str, An
             "count": sum(len(i) for i in indices), "per_layer": [len(i) for i in indices]}
 
 
-def _train(model: nn.Module, edits: list[_Edit], train: list[torch.Tensor], valid: list[list[int]], language: str,
+def _train(model: PreTrainedModel, edits: list[_Edit], train: list[torch.Tensor], valid: list[list[int]], language: str,
            pad_id: int, *, steps: int, lr: float, weight_decay: float, max_grad_norm: float | None, batch_size: int,
            eval_every: int, patience: int, seed: int, progress: bool) -> dict[str, Any]:
     """The training loop: every model parameter frozen, the deltas' hooks attached; leaves the best deltas in
     place (the last ones without validation) and returns what happened."""
     from langneurons.core.lm import mean_nll
 
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     params = [p for e in edits for p in e.parameters()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     history: list[dict[str, Any]] = []
@@ -350,7 +356,7 @@ def _merge(edits: list[_Edit]) -> tuple[dict[str, torch.Tensor], list[dict[str, 
 
 
 def finetune(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     neurons: NeuronSet | str | Path,
     language: str,

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import Steering, SteeringConfig, build_steering
 from langneurons.tasks.results import run_metadata, write_results
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 INSTALL = "pip install 'langneurons[lm-eval]'"
 # the fields every row of a local file needs (the hub's schema)
@@ -74,7 +77,7 @@ def _steered_class() -> type:
         """HFLM over an already loaded model whose forward passes (`_model_call`, `_model_generate`) run with
         `self.steering`'s hooks attached (None: unsteered, the plain HFLM)."""
 
-        def __init__(self, model: torch.nn.Module, tokenizer: Any, steering: Steering | None, **kwargs: Any):
+        def __init__(self, model: PreTrainedModel, tokenizer: Any, steering: Steering | None, **kwargs: Any):
             super().__init__(pretrained=model, tokenizer=tokenizer, **kwargs)
             self.steering = steering
 
@@ -107,7 +110,7 @@ def _steered_class() -> type:
     return SteeredHFLM
 
 
-def compile_steering(model: torch.nn.Module, steering: SteeringSpec | None, neurons: NeuronSet | None = None,
+def compile_steering(model: PreTrainedModel, steering: SteeringSpec | None, neurons: NeuronSet | None = None,
                      stats: ActivationStats | None = None, calibrated: Any = None, **options: Any) -> Steering | None:
     """A compiled `Steering` from a `Steering`, a `SteeringConfig`, a saved settings file (`*.json`) or an
     expression such as '+de' (with `calibrated`: the calibration's setting for its target); None stays None."""
@@ -120,7 +123,7 @@ def compile_steering(model: torch.nn.Module, steering: SteeringSpec | None, neur
     return build_steering(model, neurons, stats, steering, calibrated=calibrated, **options)
 
 
-def lm_eval_model(model: torch.nn.Module, tokenizer: Any, steering: SteeringSpec | None = None, *,
+def lm_eval_model(model: PreTrainedModel, tokenizer: Any, steering: SteeringSpec | None = None, *,
                   neurons: NeuronSet | None = None, stats: ActivationStats | None = None, calibrated: Any = None,
                   batch_size: int = 8, max_length: int | None = None, **options: Any) -> Any:
     """A harness model (an `lm_eval` `HFLM`) over `model` whose every forward pass runs inside `steering`.
@@ -281,8 +284,15 @@ def _main_metric(metrics: Mapping[str, float]) -> str:
     return next(iter(metrics))
 
 
+def _label(steering: SteeringSpec) -> str:
+    """A steering's name in the results: the file or expression as given, else its settings described."""
+    if isinstance(steering, (str, Path)):
+        return str(steering)
+    return (steering if isinstance(steering, SteeringConfig) else steering.config).describe()
+
+
 def run_lm_eval(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     tasks: Sequence[str],
     steerings: Sequence[SteeringSpec],
@@ -311,7 +321,7 @@ def run_lm_eval(
 
     specs = task_specs(list(tasks), data)
     compiled = [compile_steering(model, s, neurons, stats, calibrated, **options) for s in steerings]
-    labels = [s if isinstance(s, str) else str(s) if isinstance(s, Path) else s.config.describe() for s in steerings]
+    labels = [_label(s) for s in steerings]
     if len(set(labels)) != len(labels):
         raise LangNeuronsError(f"steerings {labels} repeat one; give each once")
     if not progress:
@@ -337,7 +347,7 @@ def run_lm_eval(
     result = HarnessResult(names, list(raw), scores, {t: _main_metric(scores[t]["baseline"]) for t in names})
     settings = {"tasks": list(tasks), "data": None if data is None else str(data), "limit": limit,
                 "num_fewshot": num_fewshot, "batch_size": batch_size, "lm_eval": lm_eval.__version__,
-                "steerings": {label: s.config.to_dict() for label, s in zip(labels, compiled)},
+                "steerings": {label: s.config.to_dict() for label, s in zip(labels, compiled) if s is not None},
                 "neurons": None if neurons is None else neurons.meta.get("method"),
                 "harness_files": {c: p.name for c, p in files.items()}}
     result.files = {"json": write_results(out / "lm-eval.json", run_metadata(model, "lm-eval", settings),

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from langneurons.core.artifacts import write_atomic
 from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import head_logits
+from langneurons.core.lm import embedding_weight, head_logits
 from langneurons.core.sites import find_sites
 from langneurons.data.prompts import qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
@@ -33,6 +33,9 @@ from langneurons.stats.activation import ActivationStats
 from langneurons.steering.edits import SteeringConfig, steer
 from langneurons.tasks.lid import _script
 from langneurons.tasks.results import run_metadata, write_results
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # "other": letters of another script (Greek, Thai, ...); "none": no letter at all (spaces, digits, punctuation,
 # special and byte tokens).
@@ -50,7 +53,7 @@ def token_script(text: str) -> str:
     return counts.most_common(1)[0][0] if counts else "none"
 
 
-def final_norm(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def final_norm(model: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the decoder body applies after its last layer: the final norm found beside the decoder layer list
     (Llama `model.norm`, GPT-2 `transformer.ln_f`, ...), then OPT's `project_out` where there is one.
     `run_logit_lens` checks it against the body's own output."""
@@ -67,7 +70,8 @@ def final_norm(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return apply
 
 
-def _last_states(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _last_states(model: PreTrainedModel, ids: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Each decoder layer's output and the body's final (normed) output at each row's last real position:
     ([layer] -> [B, H], [B, H]). Rows are right-padded, so real positions never see the padding."""
     sites = find_sites(model)
@@ -119,10 +123,10 @@ class LogitLensResult:
 
 
 @torch.inference_mode()
-def _lens(model: nn.Module, tok: Any, prompts: list[tuple[str, str]], top_k: int, batch_size: int,
+def _lens(model: PreTrainedModel, tok: Any, prompts: list[tuple[str, str]], top_k: int, batch_size: int,
           progress: bool, desc: str) -> list[list[dict[str, Any]]]:
     """For each (language, prompt): per layer {"entropy", "top": [(token id, probability)]}."""
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     norm = final_norm(model)
 
     def lens(start: int) -> list[list[dict[str, Any]]]:
@@ -162,7 +166,7 @@ def _lens(model: nn.Module, tok: Any, prompts: list[tuple[str, str]], top_k: int
 
 
 def run_logit_lens(
-    model: nn.Module,
+    model: PreTrainedModel,
     tok: Any,
     prompts_by_language: Mapping[str, Sequence[str]],
     top_k: int = 10,

@@ -15,9 +15,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from tqdm.auto import tqdm
 
 from langneurons.core.distributed import is_main
@@ -29,6 +29,9 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.steering.edits import SteeringConfig, steer
 from langneurons.steering.methods import DEACTIVATIONS
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CELLS = "perplexity_cells.jsonl"
 KEYS = ("set", "deactivated", "language")
@@ -126,7 +129,7 @@ class PerplexityResult:
         values = [v for d in deltas.values() for row in d.values() for v in row.values()]
         low, high = min(0.0, *values), max(0.0, *values)
         for name, method in self.sets.items():
-            matrix = [[deltas[name][x][y] for y in self.languages] for x in self.deactivated]
+            matrix = np.array([[deltas[name][x][y] for y in self.languages] for x in self.deactivated])
             png, svg = heatmap(matrix, self.deactivated, self.languages, out / f"perplexity_{name}.png",
                                f"ΔNLL with {method} neurons deactivated", row_label="deactivated",
                                col_label="evaluated", fmt="{:+.2f}", vmin=low, vmax=high, cmap="magma")
@@ -142,7 +145,7 @@ def _neuron_digest(neurons: NeuronSet) -> str:
 
 
 def run_perplexity(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tok: Any,
     neurons: NeuronSet,
     corpus: Corpus,

@@ -8,12 +8,16 @@ one's own continuations, under any steering.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import embedding_weight
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NORMALIZATIONS = ("sum", "token", "char")
 
@@ -42,7 +46,7 @@ def _encode(tokenizer: Any, context: str, option: str) -> tuple[list[int], list[
 
 @torch.inference_mode()
 def option_logprobs(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     contexts: Sequence[str],
     options: Sequence[str],
@@ -64,8 +68,8 @@ def option_logprobs(
         raise LangNeuronsError(f"batch_size={batch_size}; use a positive batch size")
     rows = [_encode(tokenizer, c, o) for c, o in zip(contexts, options)]
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ctx, _) in enumerate(rows):
-        groups.setdefault(tuple(ctx), []).append(i)
+    for i, (context, _) in enumerate(rows):
+        groups.setdefault(tuple(context), []).append(i)
     batches: list[list[tuple[int, ...]]] = [[]]
     for ctx in sorted(groups, key=len, reverse=True):  # longest first: running out of memory shows at once
         if batches[-1] and sum(len(groups[c]) for c in batches[-1]) + len(groups[ctx]) > batch_size:
@@ -89,11 +93,11 @@ def option_logprobs(
     return totals
 
 
-def _score_batch(model: torch.nn.Module, tokenizer: Any, contexts: Sequence[Sequence[int]],
+def _score_batch(model: PreTrainedModel, tokenizer: Any, contexts: Sequence[Sequence[int]],
                  options: Sequence[Sequence[int]], owner: torch.Tensor) -> list[float]:
     """Sum of log p(option tokens) for options[r] after contexts[owner[r]]: one pass over the left-padded contexts
     (keeping their cache and last logits), one over the right-padded options minus their last token."""
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(c) for c in contexts)
     ids = torch.full((len(contexts), width), pad, dtype=torch.long)
