@@ -461,7 +461,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                                    "every language's held-out text; selectivity = increase on the language / mean "
                                    "increase on the others. Writes compare.json and a bar plot.")
     if selected("compare"):
-        from langneurons.tasks import compare
+        from langneurons.cli import compare
 
         compare.add_arguments(r)
         r.set_defaults(func=compare.main)

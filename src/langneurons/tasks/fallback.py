@@ -9,7 +9,6 @@ identified. The result is the distribution of output languages per step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter
@@ -21,7 +20,6 @@ from typing import Any
 import torch
 import transformers
 
-from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
 from langneurons.core.artifacts import write_atomic
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
@@ -33,8 +31,6 @@ from langneurons.steering.edits import SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.results import FALLBACK_KIND, write_kind
-
-SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
 NONE = "none"  # the distribution's label for outputs without a language (empty or letterless)
 
@@ -178,30 +174,3 @@ def run_fallback(
     return FallbackResult(language, steps, samples, settings)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Command-line options of `langneurons evaluate fallback`."""
-    add_model_options(p)
-    p.add_argument("--neurons", required=True, help="neuron set file")
-    p.add_argument("--language", required=True, help="language of the prompts (built-in questions)")
-    p.add_argument("--order", help="languages to deactivate, in order (default: the prompt language, then the rest)")
-    p.add_argument("--value", type=float, default=0.0, help="value deactivated neurons are set to")
-    add_generation_options(p)
-    p.add_argument("--output-dir", default="runs/fallback", help="results folder")
-
-
-def main(args: argparse.Namespace) -> None:
-    """Run `langneurons evaluate fallback`."""
-    model, tok, neurons, _ = load_inputs(args)
-    if neurons is None:
-        raise LangNeuronsError("fallback needs --neurons (a neuron set file from `identify`)")
-    result = run_fallback(model, tok, neurons, args.language, order=parse_languages(args.order), value=args.value,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          max_batch_tokens=args.batch_tokens,
-                          identifier=args.identifier, repetition_penalty=args.repetition_penalty,
-                          progress=not args.quiet, prompt_format=args.prompt_format)
-    files = result.save(args.output_dir)
-    for step in result.steps:
-        top = sorted(step["distribution"].items(), key=lambda kv: -kv[1])[:4]
-        print(f"{' '.join('-' + x for x in step['deactivated']) or 'none':40s} "
-              + "  ".join(f"{k or 'none'} {v:.2f}" for k, v in top))
-    print("wrote " + ", ".join(str(p) for p in files.values()))

@@ -8,9 +8,9 @@ from importlib import import_module
 from types import ModuleType
 
 TASKS: dict[str, str] = {
-    "forcing": "langneurons.tasks.forcing",
-    "fallback": "langneurons.tasks.fallback",
-    "translation": "langneurons.tasks.translation",
+    "forcing": "langneurons.cli.evaluate.forcing",
+    "fallback": "langneurons.cli.evaluate.fallback",
+    "translation": "langneurons.cli.evaluate.translation",
     "lm-eval": "langneurons.cli.evaluate.lm_eval",
     "perplexity": "langneurons.cli.evaluate.perplexity",
     "logit-lens": "langneurons.cli.evaluate.logit_lens",

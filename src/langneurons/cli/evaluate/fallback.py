@@ -1,0 +1,47 @@
+"""Fallback: deactivate languages one after another and watch which language the model answers in instead.
+
+Prompts are in one language. Step 0 generates unsteered; step k deactivates the neurons of the first k languages
+of `order` (default: the prompt language, then the set's other languages in the set's order). Every step runs in
+one batched `generate` call, each copy of the prompts with its own deactivation, and each output's language is
+identified. The result is the distribution of output languages per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
+from langneurons.core.errors import LangNeuronsError
+
+SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Command-line options of `langneurons evaluate fallback`."""
+    add_model_options(p)
+    p.add_argument("--neurons", required=True, help="neuron set file")
+    p.add_argument("--language", required=True, help="language of the prompts (built-in questions)")
+    p.add_argument("--order", help="languages to deactivate, in order (default: the prompt language, then the rest)")
+    p.add_argument("--value", type=float, default=0.0, help="value deactivated neurons are set to")
+    add_generation_options(p)
+    p.add_argument("--output-dir", default="runs/fallback", help="results folder")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run `langneurons evaluate fallback`."""
+    from langneurons.tasks.fallback import run_fallback
+
+    model, tok, neurons, _ = load_inputs(args)
+    if neurons is None:
+        raise LangNeuronsError("fallback needs --neurons (a neuron set file from `identify`)")
+    result = run_fallback(model, tok, neurons, args.language, order=parse_languages(args.order), value=args.value,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          max_batch_tokens=args.batch_tokens,
+                          identifier=args.identifier, repetition_penalty=args.repetition_penalty,
+                          progress=not args.quiet, prompt_format=args.prompt_format)
+    files = result.save(args.output_dir)
+    for step in result.steps:
+        top = sorted(step["distribution"].items(), key=lambda kv: -kv[1])[:4]
+        print(f"{' '.join('-' + x for x in step['deactivated']) or 'none':40s} "
+              + "  ".join(f"{k or 'none'} {v:.2f}" for k, v in top))
+    print("wrote " + ", ".join(str(p) for p in files.values()))

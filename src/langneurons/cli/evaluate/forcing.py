@@ -1,0 +1,97 @@
+"""Language forcing: ask in one language, steer towards another, and check the answer's language.
+
+A source x target grid of built-in (or user) questions, asked through the chat template of an instruct model
+(`--prompt-format auto`, the default, when the tokenizer has one) or in the `Q: ...\nA:` frame. Success of one
+output: the identifier says it is in the target language. Fluent success: also not empty, at least half of its
+token bigrams distinct and no repeated line pattern. The mean NLL of each output under the unsteered model is
+recorded beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from langneurons.cli.options import (
+    add_generation_options,
+    add_model_options,
+    add_steering_options,
+    load_inputs,
+    parse_languages,
+    parse_layers,
+)
+from langneurons.core.errors import LangNeuronsError
+
+SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Command-line options of `langneurons evaluate forcing`."""
+    add_model_options(p)
+    add_steering_options(p, expression=False)
+    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
+    p.add_argument("--targets", help="target languages (default: the statistics' languages)")
+    p.add_argument("--mode", default="deactivate-source", choices=["activate", "deactivate-source"],
+                   help="activate the target only, or deactivate the source first (default)")
+    p.add_argument("--sweep", help="settings to compare, e.g. 'add:1,2,4 replace diffmean:1.5'")
+    p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
+    p.add_argument("--split", default="eval", choices=["eval", "dev", "all"], help="question split (default eval)")
+    p.add_argument("--questions-file",
+                   help="your own questions: JSONL lines {lang, question, split?} or JSON like the built-in set")
+    p.add_argument("--no-baseline", action="store_true", help="skip the unsteered outputs")
+    add_generation_options(p)
+    p.add_argument("--output-dir", default="runs/forcing", help="results folder")
+
+
+def _sweep(args: argparse.Namespace) -> list[Any]:
+    """--sweep 'add:1,2 replace diffmean:1.5' (or the single --method/--alpha) as forcing settings."""
+    from langneurons.steering.edits import ForcingSetting
+
+    deactivate = args.mode == "deactivate-source"
+    common = {"deactivate_source": deactivate, "value": args.value, "layers": parse_layers(args.layers),
+              "generated_only": args.generated_only, "top_rate": args.top_rate}
+    if not args.sweep:
+        return [ForcingSetting(args.method, args.alpha if args.alpha is not None else 1.0, **common)]
+    out = []
+    for item in args.sweep.split():
+        method, _, strengths = item.partition(":")
+        for strength in (strengths.split(",") if strengths else ["1"]):
+            try:
+                out.append(ForcingSetting(method, float(strength), **common))
+            except ValueError:
+                raise LangNeuronsError(f"--sweep item {item!r}: write method:strength,strength") from None
+    return out
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run `langneurons evaluate forcing`."""
+    from langneurons.data.prompts import load_questions
+    from langneurons.tasks.forcing import run_forcing
+
+    model, tok, neurons, stats = load_inputs(args)
+    langs = stats.languages if stats is not None else (neurons.languages if neurons is not None else None)
+    sources = parse_languages(args.sources) or langs
+    targets = parse_languages(args.targets) or langs
+    if not sources or not targets:
+        raise LangNeuronsError("give --sources and --targets, or --stats/--neurons to take their languages")
+    if args.calibrated:
+        from langneurons.steering.calibration import Calibration
+
+        cal = Calibration.load(args.calibrated)
+        plan: Any = {"calibrated": {t: cal.setting(t) for t in targets}}
+    else:
+        plan = _sweep(args)
+    question_set = None
+    if args.questions_file:
+        question_set = {lang: q[args.split] for lang, q in load_questions(args.questions_file).items()}
+    result = run_forcing(model, tok, neurons, stats, sources, targets, plan, split=args.split,
+                         question_set=question_set, baseline=not args.no_baseline,
+                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                         max_batch_tokens=args.batch_tokens,
+                         repetition_penalty=args.repetition_penalty, identifier=args.identifier,
+                         progress=not args.quiet, prompt_format=args.prompt_format)
+    files = result.save(args.output_dir)
+    for label, summary in result.summary().items():
+        per = " ".join(f"{t}:{v['fluent_success']:.2f}" for t, v in summary["per_target"].items())
+        print(f"{label:28s} success {summary['success']:.3f}  fluent {summary['fluent_success']:.3f}  | {per}")
+    print("wrote " + ", ".join(str(p) for p in files.values()))

@@ -1,0 +1,145 @@
+"""Translation: source -> target prompts, corpus-level chrF and BLEU, unsteered against steered towards the target.
+
+Data (segments aligned across languages by id):
+- `udhr` (offline, embedded): the UDHR's paragraphs, id "N" for a one-paragraph article and "N.P" for paragraph P
+  of article N (a whole article where the languages split it differently). `split` "heldout" keeps the articles
+  that statistics collected on the UDHR left out (every 10th document: articles 9, 19 and 29), "train" the
+  others, "all" (default) every article. Article 1 is the few-shot example and never evaluated.
+- `flores`: FLORES+ (`openlanguagedata/flores_plus`, gated: accept its terms and log in), split "devtest"
+  (default) or "dev", one config per language (`deu_Latn`, ...), aligned by the "id" column.
+- a path: a JSONL file, or a folder of .jsonl files, with rows {"id": ..., "lang": "de", "text": "..."}; rows with
+  the same id are translations of each other, ids in order of first appearance.
+For flores and files the first id is the few-shot example and never evaluated.
+
+Each prompt fills `template` (fields {src_name}, {tgt_name}, {src}, {tgt}, {source}) after `shots` filled
+examples; greedy generation stops at the end of the line. Every pair is generated unsteered ("baseline") and
+steered: the target's neurons activated ("+tgt"), optionally the source's deactivated first ("-src +tgt").
+chrF and BLEU are corpus-level sacrebleu scores (`langneurons.tasks.metrics`); each output's language is identified,
+since that is what steering changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from langneurons.cli.options import (
+    add_generation_options,
+    add_model_options,
+    add_steering_options,
+    load_inputs,
+    parse_languages,
+    parse_layers,
+)
+from langneurons.core.errors import LangNeuronsError
+
+if TYPE_CHECKING:
+    from langneurons.steering.edits import ForcingSetting
+
+SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, unsteered vs target activated"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Command-line options of `langneurons evaluate translation`."""
+    from langneurons.tasks.translation import DEFAULT_TEMPLATE
+
+    add_model_options(p)
+    add_steering_options(p, expression=False)
+    p.add_argument("--pairs", help="source-target pairs, e.g. en-de,en-fr")
+    p.add_argument("--source", help="source language (with --targets, instead of --pairs)")
+    p.add_argument("--targets", help="target languages, e.g. de,fr,ru,zh,ar")
+    p.add_argument("--data", default="udhr",
+                   help="'udhr' (embedded, default), 'flores' (FLORES+ from the hub) or a JSONL file/folder of "
+                        '{"id", "lang", "text"} rows')
+    p.add_argument("--split", help="udhr: all (default), train or heldout (articles 9, 19, 29); flores: devtest "
+                                   "(default) or dev")
+    p.add_argument("--n", type=int, default=30, help="segments per pair (default 30; 0: all)")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE,
+                   help="prompt with {src_name} {tgt_name} {src} {tgt} {source}; \\n is a newline (default: "
+                        "'Translate from {src_name} to {tgt_name}.\\n{src_name}: {source}\\n{tgt_name}:')")
+    p.add_argument("--shots", type=int, default=0, help="example translations before the prompt (default 0)")
+    p.add_argument("--names", help="language names for prompts, e.g. 'de=German,xx=Name' (built in for 33 codes)")
+    p.add_argument("--mode", default="activate", choices=["activate", "deactivate-source"],
+                   help="steered: activate the target only (default; also with --calibrated) or deactivate the "
+                        "source first")
+    p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
+    p.add_argument("--baseline-only", action="store_true", help="only the unsteered translations")
+    add_generation_options(p, max_new_tokens=256)
+    p.add_argument("--fresh", action="store_true", help="start over instead of continuing the samples file")
+    p.add_argument("--no-plot", action="store_true", help="skip the bar plot")
+    p.add_argument("--output-dir", default="runs/translation", help="results folder (default runs/translation)")
+
+
+def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    from langneurons.tasks.translation import parse_pairs
+
+    if args.pairs and (args.source or args.targets):
+        raise LangNeuronsError("give --pairs or --source/--targets, not both")
+    if args.pairs:
+        return parse_pairs(args.pairs)
+    targets = parse_languages(args.targets)
+    if not args.source or not targets:
+        raise LangNeuronsError("give --pairs en-de,en-fr or --source en --targets de,fr")
+    return [(args.source, t) for t in targets]
+
+
+def _names(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        code, sep, name = item.partition("=")
+        if not sep or not code.strip() or not name.strip():
+            raise LangNeuronsError(f"--names item {item!r}: write code=Name, e.g. de=German")
+        out[code.strip()] = name.strip()
+    return out
+
+
+def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSetting | dict[str, ForcingSetting] | None:
+    from langneurons.steering.edits import ForcingSetting
+
+    if args.baseline_only:
+        return None
+    deactivate = args.mode == "deactivate-source"
+    if args.calibrated:
+        from langneurons.steering.calibration import Calibration
+
+        cal = Calibration.load(args.calibrated)
+        return {t: dataclasses.replace(cal.setting(t), deactivate_source=deactivate) for t in targets}
+    return ForcingSetting(args.method, args.alpha if args.alpha is not None else (2.0 if args.method == "scale"
+                          else 1.0), args.top_rate, deactivate, args.value, parse_layers(args.layers),
+                          args.generated_only)
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run `langneurons evaluate translation`."""
+    from langneurons.tasks.translation import SETTINGS, run_translation
+
+    pairs = _pairs(args)
+    steering = _steering(args, [t for _, t in pairs])
+    model, tok, neurons, stats = load_inputs(args)
+    result = run_translation(
+        model, tok, neurons, stats, pairs, data=args.data, output_dir=args.output_dir, n=args.n or None,
+        steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
+        names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        max_batch_tokens=args.batch_tokens,
+        repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
+        plot=not args.no_plot, progress=not args.quiet, prompt_format=args.prompt_format,
+    )
+    from langneurons.cli.main import format_table
+
+    rows = []
+    for name, cell in result.summary["pairs"].items():
+        row = {"pair": name}
+        for label in (label for label in SETTINGS if label in cell):
+            row.update({f"{label} chrF": f"{cell[label]['chrf']:.1f}", f"{label} BLEU": f"{cell[label]['bleu']:.1f}",
+                        f"{label} in target": f"{cell[label]['target_share']:.2f}"})
+        if "delta" in cell:
+            row.update({"delta chrF": f"{cell['delta']['chrf']:+.1f}", "delta BLEU": f"{cell['delta']['bleu']:+.1f}"})
+        rows.append(row)
+    print(format_table(rows))
+    for name, cell in result.summary["pairs"].items():
+        print(f"{name}: chrF {cell['signatures']['chrf']}\n{' ' * len(name)}  BLEU {cell['signatures']['bleu']}")
+    print("wrote " + ", ".join(str(p) for p in result.files.values()))
