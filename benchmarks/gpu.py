@@ -32,7 +32,7 @@ import langneurons as ln
 from langneurons.core.models import resolve_dtype
 from langneurons.data.corpus import pack_windows, window_prefix
 from langneurons.data.prompts import qa_prompt, questions
-from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.config import ForcingSetting, SteeringConfig
 from langneurons.steering.generation import generate
 from langneurons.tasks.forcing import run_forcing
 

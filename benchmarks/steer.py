@@ -21,7 +21,7 @@ import torch
 
 import langneurons as ln
 from langneurons.data.prompts import qa_prompt, questions
-from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.config import SteeringConfig
 from langneurons.steering.generation import generate
 
 STATS_LANGS = ["en", "de", "fr", "ru", "zh"]

@@ -379,7 +379,8 @@ def test_steer_with_a_leading_minus(root, tmp_path):
 
 def test_documented_api_at_the_package_root():
     import langneurons as ln
-    from langneurons.steering.edits import SteeringConfig, steer
+    from langneurons.steering.config import SteeringConfig
+    from langneurons.steering.edits import steer
     from langneurons.steering.generation import generate
 
     assert ln.steer is steer and ln.SteeringConfig is SteeringConfig and ln.generate is generate
@@ -417,7 +418,7 @@ def test_info_imports_neither_torch_nor_transformers(root, name):
 
 
 def test_info_summary_matches_the_loaded_artifact(root, capsys):
-    from langneurons.cli.main import format_table
+    from langneurons.cli.options import format_table
 
     assert main(["info", str(root / "s.safetensors")]) == 0
     assert format_table(ActivationStats.load(root / "s.safetensors").summary()) in capsys.readouterr().out

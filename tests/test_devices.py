@@ -11,7 +11,7 @@ from virtual_devices import cuda_split, simulated_split
 import langneurons as ln
 from langneurons.core.lm import mean_nll
 from langneurons.stats.relevance import collect_relevance
-from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.config import SteeringConfig
 from langneurons.steering.generation import generate
 from langneurons.tasks.fluency import continuation_nll
 from langneurons.tasks.logit_lens import run_logit_lens

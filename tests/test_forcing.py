@@ -8,7 +8,8 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt
-from langneurons.steering.edits import ForcingSetting, steer
+from langneurons.steering.config import ForcingSetting
+from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate
 from langneurons.tasks.forcing import run_forcing
 

@@ -9,7 +9,7 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.steering import edits as steering
-from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.config import SteeringConfig
 from langneurons.steering.generation import StopOnStrings, generate, token_batches
 
 PROMPTS = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort?\nA:",

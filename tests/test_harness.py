@@ -18,7 +18,8 @@ from tiny import make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.core.errors import LangNeuronsError
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import SteeringConfig, steer
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate
 from langneurons.tasks.harness import _label, lm_eval_model, local_task, run_lm_eval
 from langneurons.tasks.xquad import answer_tokens
@@ -223,7 +224,7 @@ def test_embedded_model_through_the_harness(gemma, tmp_path):
 
 def test_steering_specs_compile_alike(tiny, tmp_path):
     from langneurons.steering.calibration import Calibration
-    from langneurons.steering.edits import ForcingSetting
+    from langneurons.steering.config import ForcingSetting
     from langneurons.tasks.harness import compile_steering
 
     model, _, neurons, stats = tiny

@@ -7,7 +7,8 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.core.hooks import Hooks, StopForward, cached_tokens
 from langneurons.core.sites import find_sites
-from langneurons.steering.edits import SteeringConfig, steer
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate
 
 

@@ -12,7 +12,7 @@ from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.sites import find_sites
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.config import SteeringConfig
 from langneurons.tasks.logit_lens import SCRIPTS, run_logit_lens, token_script
 
 PROMPTS = {"en": ["Q: Why is the sky blue?\nA:", "The dog"], "ru": ["Собака спит.", "Q: Кто?\nA:"]}

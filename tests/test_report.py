@@ -22,7 +22,7 @@ from langneurons.identify import lape
 from langneurons.report.report import build_report
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.calibration import Calibration
-from langneurons.steering.edits import ForcingSetting
+from langneurons.steering.config import ForcingSetting
 from langneurons.tasks.fallback import FallbackResult
 from langneurons.tasks.forcing import ForcingResult
 from langneurons.tasks.results import write_results

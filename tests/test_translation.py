@@ -12,7 +12,8 @@ import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.corpus import udhr_articles
-from langneurons.steering.edits import ForcingSetting, steer
+from langneurons.steering.config import ForcingSetting
+from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate
 from langneurons.tasks import translation
 from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores

@@ -65,8 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons compare`."""
-    from langneurons.cli.main import format_table
-    from langneurons.cli.options import build_corpus, load_model_from_args, parse_languages
+    from langneurons.cli.options import build_corpus, format_table, load_model_from_args, parse_languages
     from langneurons.core.distributed import is_main
     from langneurons.core.provenance import check_same_model, model_meta
     from langneurons.data.corpus import heldout_windows
@@ -111,6 +110,8 @@ def main(args: argparse.Namespace) -> None:
                                        progress=not args.quiet, replicates=args.replicates, seed=args.seed))
         results[-1]["transfer"] = i > 0
         if i == 0 and args.forcing_questions > 0:
+            if stats is None:
+                raise LangNeuronsError("the forcing comparison needs --stats; pass it, or --forcing-questions 0")
             results[-1]["forcing"] = compare_forcing(
                 model, tok, sets, stats.select(languages), languages, args.forcing_questions, args.max_new_tokens,
                 repetition_penalty=args.repetition_penalty, identifier=args.identifier, replicates=args.replicates,

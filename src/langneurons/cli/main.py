@@ -4,8 +4,6 @@ evaluate, compare, plot, report, demo."""
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 import sys
@@ -22,6 +20,7 @@ from langneurons.cli.options import (
     add_threads_option,
     build_corpus,
     check_numbers,
+    format_table,
     load_model_from_args,
     parse_languages,
     parse_mapping,
@@ -40,17 +39,6 @@ def _join_ranks() -> None:
     init()
     if not is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of dicts as an aligned plain-text table."""
-    if not rows:
-        return "(empty)"
-    cols = list(rows[0])
-    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
 def _expected_model_id(name: str) -> str | None:
@@ -314,16 +302,6 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"applied {delta.n_parameters} parameters ({delta.meta['language']} neurons); wrote {out}")
-
-
-def module_help(module: str) -> tuple[str, str]:
-    """(docstring, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch)."""
-    spec = importlib.util.find_spec(module)
-    tree = ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
-    summary = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                    and isinstance(node.value, ast.Constant)
-                    and any(getattr(t, "id", None) == "SUMMARY" for t in node.targets)), "")
-    return ast.get_docstring(tree) or "", str(summary)
 
 
 def _selected(argv: Sequence[str] | None) -> Callable[[str], bool]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from langneurons.core.errors import LangNeuronsError
@@ -254,3 +257,24 @@ def build_corpus(args: argparse.Namespace) -> Any:
     else:
         corpus = c.text_files(spec, heldout_every=args.heldout_every)
     return corpus.select(langs) if langs else corpus
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as an aligned plain-text table."""
+    if not rows:
+        return "(empty)"
+    cols = list(rows[0])
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def module_help(module: str) -> tuple[str, str]:
+    """(docstring, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch)."""
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
+    summary = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                    and isinstance(node.value, ast.Constant)
+                    and any(getattr(t, "id", None) == "SUMMARY" for t in node.targets)), "")
+    return ast.get_docstring(tree) or "", str(summary)

@@ -34,7 +34,7 @@ def check_steering(args: argparse.Namespace) -> None:
     """Before the model loads: the expression parses, and every language it names is in the neuron set (with
     neurons) and, where the method needs means, in the statistics."""
     from langneurons.core.artifacts import read_meta
-    from langneurons.steering.edits import SteeringConfig
+    from langneurons.steering.config import SteeringConfig
 
     config = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
                                             args.beta, parse_layers(args.layers), args.generated_only)
@@ -139,7 +139,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from langneurons.steering.edits import SteeringConfig, build_steering
+    from langneurons.steering.config import SteeringConfig
+    from langneurons.steering.edits import build_steering
     from langneurons.steering.export import export_steering
 
     if bool(args.steer) == bool(args.setting):
@@ -198,7 +199,7 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     x.set_defaults(func=cmd_export)
 
     from langneurons.cli.evaluate import TASKS, task_module
-    from langneurons.cli.main import module_help
+    from langneurons.cli.options import module_help
 
     helps = {name: module_help(module) for name, module in TASKS.items()}
     e = sub.add_parser("evaluate", help="evaluation tasks (--list shows them)",

@@ -15,15 +15,12 @@ Callbacks see a module's output (the first element when the module returns a tup
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from langneurons.core.errors import LangNeuronsError
-
-if TYPE_CHECKING:  # sites.py hooks the model through this module
-    from langneurons.core.sites import NeuronSites
 
 
 class StopForward(Exception):
@@ -55,7 +52,7 @@ class Hooks:
     forward passes set `prompt_phase` (True while no tokens are cached yet, False while generating).
     """
 
-    def __init__(self, sites: NeuronSites | None = None, phase: nn.Module | None = None):
+    def __init__(self, sites: Any = None, phase: nn.Module | None = None):
         self.prompt_phase = True
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._flat = sites is not None and sites.spec.flat_tokens

@@ -11,4 +11,5 @@ __all__ = ["Steering", "SteeringConfig", "parse_expression", "steer"]
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'langneurons.steering' has no attribute {name!r}")
-    return getattr(import_module("langneurons.steering.edits"), name)
+    home = "config" if name in ("SteeringConfig", "parse_expression") else "edits"
+    return getattr(import_module(f"langneurons.steering.{home}"), name)

@@ -18,7 +18,7 @@ from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.config import ForcingSetting, SteeringConfig
 
 KIND = "calibration"
 

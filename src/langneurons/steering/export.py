@@ -17,7 +17,8 @@ import torch
 
 from langneurons.core.artifacts import write_atomic, write_json
 from langneurons.core.errors import LangNeuronsError, warn
-from langneurons.steering.edits import Steering, SteeringConfig
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import Steering
 
 FORMATS = ("lm-eval-steer",)
 ADDITIVE = ("add", "diffmean", "residual")

@@ -23,7 +23,8 @@ from langneurons.data.corpus import describe_start, window_prefix
 from langneurons.data.prompts import cut
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import BatchSteering, Steering, SteeringConfig, SteeringTable
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import BatchSteering, Steering, SteeringTable
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
 

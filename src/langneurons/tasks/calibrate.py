@@ -17,7 +17,7 @@ from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.data.prompts import questions
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.calibration import Calibration
-from langneurons.steering.edits import ForcingSetting
+from langneurons.steering.config import ForcingSetting
 from langneurons.tasks.forcing import run_forcing
 
 FIRST_ROUND_PROMPTS = 11  # prompts per target in the first round: one prompt is then less than 10% of a score

@@ -193,7 +193,7 @@ def compare_forcing(
     prompts, with 95% bootstrap intervals over those prompts. With `out_dir`, each set's outputs are saved there
     (`forcing_<set>.json` and samples)."""
     from langneurons.data.prompts import questions
-    from langneurons.steering.edits import ForcingSetting
+    from langneurons.steering.config import ForcingSetting
     from langneurons.tasks.forcing import run_forcing
 
     if n_questions <= 0:

@@ -27,7 +27,7 @@ from langneurons.core.provenance import model_meta
 from langneurons.core.version import __version__
 from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steering.edits import SteeringConfig
+from langneurons.steering.config import SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.results import FALLBACK_KIND, write_kind

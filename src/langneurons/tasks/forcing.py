@@ -28,7 +28,7 @@ from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
 from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.config import ForcingSetting, SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier

@@ -34,7 +34,8 @@ from langneurons.core.artifacts import write_json
 from langneurons.core.errors import LangNeuronsError
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import Steering, SteeringConfig, build_steering
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import Steering, build_steering
 from langneurons.tasks.results import run_metadata, write_results
 
 if TYPE_CHECKING:

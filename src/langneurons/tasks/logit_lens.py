@@ -30,7 +30,8 @@ from langneurons.core.sites import find_sites
 from langneurons.data.prompts import qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import SteeringConfig, steer
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import steer
 from langneurons.tasks.lid import _script
 from langneurons.tasks.results import run_metadata, write_results
 

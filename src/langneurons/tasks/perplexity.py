@@ -26,7 +26,8 @@ from langneurons.core.lm import mean_nll
 from langneurons.data.corpus import Corpus, heldout_windows
 from langneurons.identify import random_like
 from langneurons.identify.neurons import NeuronSet
-from langneurons.steering.edits import SteeringConfig, steer
+from langneurons.steering.config import SteeringConfig
+from langneurons.steering.edits import steer
 from langneurons.steering.methods import DEACTIVATIONS
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
 

@@ -38,7 +38,7 @@ from langneurons.core.provenance import model_meta
 from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.edits import ForcingSetting, SteeringConfig
+from langneurons.steering.config import ForcingSetting, SteeringConfig
 from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.metrics import bleu_tokenizer, translation_scores

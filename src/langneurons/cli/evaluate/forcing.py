@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _sweep(args: argparse.Namespace) -> list[Any]:
     """--sweep 'add:1,2 replace diffmean:1.5' (or the single --method/--alpha) as forcing settings."""
-    from langneurons.steering.edits import ForcingSetting
+    from langneurons.steering.config import ForcingSetting
 
     deactivate = args.mode == "deactivate-source"
     common = {"deactivate_source": deactivate, "value": args.value, "layers": parse_layers(args.layers),

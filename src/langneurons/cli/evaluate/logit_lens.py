@@ -54,8 +54,9 @@ _SHORT = {"Latin": "Lat", "Cyrillic": "Cyr", "Arabic": "Ara", "Devanagari": "Dev
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate logit-lens`."""
-    from langneurons.cli.main import DEMO_LANGUAGES, format_table
-    from langneurons.steering.edits import SteeringConfig
+    from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
+    from langneurons.cli.options import format_table
+    from langneurons.steering.config import SteeringConfig
     from langneurons.tasks.logit_lens import builtin_prompts, run_logit_lens
 
     if args.calibrated:

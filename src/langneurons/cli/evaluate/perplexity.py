@@ -56,7 +56,7 @@ def _signed(value: float | None) -> str:
 
 def _table(result: PerplexityResult, name: str) -> str:
     """The set's delta matrix as text: baseline NLL first, then one row per deactivated language."""
-    from langneurons.cli.main import format_table
+    from langneurons.cli.options import format_table
     from langneurons.tasks.perplexity import matrix_summary
 
     rows = [{"": "baseline NLL", **{y: f"{v:.3f}" for y, v in result.baseline.items()}}]

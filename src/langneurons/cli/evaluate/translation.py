@@ -36,7 +36,7 @@ from langneurons.cli.options import (
 from langneurons.core.errors import LangNeuronsError
 
 if TYPE_CHECKING:
-    from langneurons.steering.edits import ForcingSetting
+    from langneurons.steering.config import ForcingSetting
 
 SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, unsteered vs target activated"
 
@@ -98,7 +98,7 @@ def _names(text: str | None) -> dict[str, str] | None:
 
 
 def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSetting | dict[str, ForcingSetting] | None:
-    from langneurons.steering.edits import ForcingSetting
+    from langneurons.steering.config import ForcingSetting
 
     if args.baseline_only:
         return None
@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> None:
         repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
         plot=not args.no_plot, progress=not args.quiet, prompt_format=args.prompt_format,
     )
-    from langneurons.cli.main import format_table
+    from langneurons.cli.options import format_table
 
     rows = []
     for name, cell in result.summary["pairs"].items():
