@@ -1,14 +1,6 @@
-"""Compare identification methods: neuron sets of equal size, masking selectivity and language forcing.
+"""`langneurons compare`: options, checks and printout.
 
-For each set (e.g. LAPE, CRANE per relevance rule, the activation-frequency baseline, random neurons per layer)
-and each language X, X's neurons are zeroed and the mean next-token loss is measured on the held-out text of
-every language. Selectivity of X = loss increase on X / mean increase on the other languages (None unless that
-mean is positive); the pooled ratio = mean increase on the own language / mean increase on the others over all X.
-Forcing: the fluent success of `-src +tgt` (deactivate the prompt language's neurons, add the target's mean
-activations) with each set on the same questions. Every figure has a 95% percentile-bootstrap interval over the
-held-out windows (masking) or the prompts (forcing). The same sets can be applied to another model of the same
-shape (e.g. a base model's neurons on its chat sibling) to see whether they transfer.
-"""
+The work is done by `langneurons.tasks.compare`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -16,6 +8,8 @@ import argparse
 from pathlib import Path
 
 from langneurons.core.errors import LangNeuronsError
+
+TASK_MODULE = "langneurons.tasks.compare"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

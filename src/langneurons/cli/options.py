@@ -271,10 +271,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def module_help(module: str) -> tuple[str, str]:
-    """(docstring, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch)."""
-    spec = importlib.util.find_spec(module)
-    tree = ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
-    summary = next((node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                    and isinstance(node.value, ast.Constant)
-                    and any(getattr(t, "id", None) == "SUMMARY" for t in node.targets)), "")
-    return ast.get_docstring(tree) or "", str(summary)
+    """(description, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch).
+    The description is the docstring of the module named by its `TASK_MODULE`, else its own."""
+
+    def parsed(name: str) -> ast.Module:
+        spec = importlib.util.find_spec(name)
+        return ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
+
+    def constant(tree: ast.Module, name: str) -> str | None:
+        return next((str(node.value.value) for node in tree.body if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant)
+                     and any(getattr(t, "id", None) == name for t in node.targets)), None)
+
+    tree = parsed(module)
+    task = constant(tree, "TASK_MODULE")
+    return ast.get_docstring(parsed(task) if task else tree) or "", constant(tree, "SUMMARY") or ""

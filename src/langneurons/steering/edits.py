@@ -305,16 +305,13 @@ def build_steering(
     expression: str | None = None,
     *,
     config: SteeringConfig | None = None,
-    method: str = "add",
-    alpha: float | None = None,
-    value: float = 0.0,
-    deactivation: str = "set",
-    beta: float | None = None,
-    layers: tuple[int, int] | None = None,
-    generated_only: bool = False,
     calibrated: Any = None,
+    **how: Any,
 ) -> Steering:
     """A compiled `Steering` (hooks not attached) from an expression, `config=`, or a calibration.
+
+    `how`: the keywords of `SteeringConfig.from_expression` (method, alpha, value, deactivation, beta, layers,
+    generated_only), for an expression.
 
     `calibrated` (a `Calibration` or its JSON path) supplies the activated language's method, strength, layers
     and neuron share (LAPE on `stats`); the expression then names one `+` language and any `-` languages.
@@ -332,8 +329,7 @@ def build_steering(
     if config is None:
         if not expression:
             raise LangNeuronsError("say what to steer: an expression like '-en +fr', or config=")
-        config = SteeringConfig.from_expression(expression, method, alpha, value, deactivation, beta, layers,
-                                                generated_only)
+        config = SteeringConfig.from_expression(expression, **how)
     elif expression:
         raise LangNeuronsError("pass either an expression or config=, not both")
     return Steering(model, neurons, stats, config)

@@ -1,10 +1,6 @@
-"""Fallback: deactivate languages one after another and watch which language the model answers in instead.
+"""`langneurons evaluate fallback`: options, checks and printout.
 
-Prompts are in one language. Step 0 generates unsteered; step k deactivates the neurons of the first k languages
-of `order` (default: the prompt language, then the set's other languages in the set's order). Every step runs in
-one batched `generate` call, each copy of the prompts with its own deactivation, and each output's language is
-identified. The result is the distribution of output languages per step.
-"""
+The work is done by `langneurons.tasks.fallback`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ import argparse
 from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
 from langneurons.core.errors import LangNeuronsError
 
+TASK_MODULE = "langneurons.tasks.fallback"
 SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
 

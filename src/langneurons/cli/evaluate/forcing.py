@@ -1,11 +1,6 @@
-"""Language forcing: ask in one language, steer towards another, and check the answer's language.
+"""`langneurons evaluate forcing`: options, checks and printout.
 
-A source x target grid of built-in (or user) questions, asked through the chat template of an instruct model
-(`--prompt-format auto`, the default, when the tokenizer has one) or in the `Q: ...\nA:` frame. Success of one
-output: the identifier says it is in the target language. Fluent success: also not empty, at least half of its
-token bigrams distinct and no repeated line pattern. The mean NLL of each output under the unsteered model is
-recorded beside.
-"""
+The work is done by `langneurons.tasks.forcing`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -22,6 +17,7 @@ from langneurons.cli.options import (
 )
 from langneurons.core.errors import LangNeuronsError
 
+TASK_MODULE = "langneurons.tasks.forcing"
 SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
 

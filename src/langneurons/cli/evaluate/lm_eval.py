@@ -1,18 +1,6 @@
-"""lm-evaluation-harness with steering: every harness task, baseline and steered, from one loaded model.
+"""`langneurons evaluate lm-eval`: options, checks and printout.
 
-`lm_eval_model(model, tokenizer, steering)` wraps a loaded model in the harness's HF model class (`HFLM`) so that
-every forward pass it makes (log-likelihoods and `generate_until`) runs inside our steering; `lm_eval.simple_evaluate`
-takes it like any harness model. `run_lm_eval` evaluates a list of harness tasks unsteered and under each steering,
-writes the harness's results JSON for each, and our results summary (kind `results`: scores, the change from the
-baseline per task, a heatmap of the changes) for the report.
-
-Local data: Belebele, XNLI and XQuAD tasks can read local JSONL files in the hub's schema (`data=DIR`): a task named
-`belebele_X`, `xnli_X` or `xquad_X` reads `DIR/<belebele|xnli|xquad>/X.jsonl` through the task YAMLs shipped in
-`langneurons/data/lm_eval/` (`dataset_path: json`), with the harness's prompts and metrics (XQuAD: ours, see
-`langneurons.tasks.xquad`). Every other task name goes to the harness as it is (its data from the hub).
-
-Needs the optional extra: `pip install 'langneurons[lm-eval]'`.
-"""
+The work is done by `langneurons.tasks.harness`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -21,6 +9,7 @@ from typing import Any
 
 from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
 
+TASK_MODULE = "langneurons.tasks.harness"
 SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*, ...): baseline vs steered"
 
 

@@ -1,11 +1,6 @@
-"""Logit lens: read each layer's residual stream through the final norm and the LM head.
+"""`langneurons evaluate logit-lens`: options, checks and printout.
 
-For each prompt, the output of every decoder layer at the prompt's last position goes through the model's final
-norm and LM head (once: the decoder layers' outputs are taken before the final norm, which is applied here), and
-the top-k next-token candidates are classified by the Unicode script of their text. Per layer and prompt language:
-the share of top-k candidates in each script and the mean entropy (nats) of the next-token distribution;
-optionally again under steering, to see at which layer an intervention changes the language.
-"""
+The work is done by `langneurons.tasks.logit_lens`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -17,6 +12,7 @@ from langneurons.cli.options import add_model_options, add_steering_options, loa
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.prompts import SPLITS
 
+TASK_MODULE = "langneurons.tasks.logit_lens"
 SUMMARY = "logit lens: per layer, the script of the top-k next-token candidates and the entropy"
 
 

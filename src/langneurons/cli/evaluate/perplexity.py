@@ -1,11 +1,6 @@
-"""Perplexity matrix: deactivate each language's neurons and measure the next-token loss on every language.
+"""`langneurons evaluate perplexity`: options, checks and printout.
 
-For each language X of the neuron set, X's neurons are deactivated (set to a value, or scaled) and the mean
-negative log-likelihood per token is measured on the held-out text of every language Y. Deactivating X should
-raise X's loss much more than the others' (Tang et al. 2024). The same is done with random neurons of equal size
-per layer as a control. Results: the NLL matrix [X, Y], its delta against the unedited model, the mean delta on
-the diagonal and off it and their ratio, and heatmaps.
-"""
+The work is done by `langneurons.tasks.perplexity`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -19,6 +14,7 @@ from langneurons.cli.options import add_model_options, load_inputs, parse_langua
 from langneurons.core.errors import LangNeuronsError
 from langneurons.steering.methods import DEACTIVATIONS
 
+TASK_MODULE = "langneurons.tasks.perplexity"
 SUMMARY = "deactivate each language's neurons: next-token loss on every language's held-out text (+ random control)"
 
 

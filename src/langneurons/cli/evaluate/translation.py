@@ -1,22 +1,6 @@
-"""Translation: source -> target prompts, corpus-level chrF and BLEU, unsteered against steered towards the target.
+"""`langneurons evaluate translation`: options, checks and printout.
 
-Data (segments aligned across languages by id):
-- `udhr` (offline, embedded): the UDHR's paragraphs, id "N" for a one-paragraph article and "N.P" for paragraph P
-  of article N (a whole article where the languages split it differently). `split` "heldout" keeps the articles
-  that statistics collected on the UDHR left out (every 10th document: articles 9, 19 and 29), "train" the
-  others, "all" (default) every article. Article 1 is the few-shot example and never evaluated.
-- `flores`: FLORES+ (`openlanguagedata/flores_plus`, gated: accept its terms and log in), split "devtest"
-  (default) or "dev", one config per language (`deu_Latn`, ...), aligned by the "id" column.
-- a path: a JSONL file, or a folder of .jsonl files, with rows {"id": ..., "lang": "de", "text": "..."}; rows with
-  the same id are translations of each other, ids in order of first appearance.
-For flores and files the first id is the few-shot example and never evaluated.
-
-Each prompt fills `template` (fields {src_name}, {tgt_name}, {src}, {tgt}, {source}) after `shots` filled
-examples; greedy generation stops at the end of the line. Every pair is generated unsteered ("baseline") and
-steered: the target's neurons activated ("+tgt"), optionally the source's deactivated first ("-src +tgt").
-chrF and BLEU are corpus-level sacrebleu scores (`langneurons.tasks.metrics`); each output's language is identified,
-since that is what steering changes.
-"""
+The work is done by `langneurons.tasks.translation`, whose docstring is the help text."""
 
 from __future__ import annotations
 
@@ -38,6 +22,7 @@ from langneurons.core.errors import LangNeuronsError
 if TYPE_CHECKING:
     from langneurons.steering.config import ForcingSetting
 
+TASK_MODULE = "langneurons.tasks.translation"
 SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, unsteered vs target activated"
 
 
