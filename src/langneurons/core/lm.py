@@ -1,12 +1,15 @@
 """The language-model head and the next-token loss, computed the same way everywhere.
 
 `head_logits` reproduces a family's own logits from the decoder body's output (the LM head plus soft-capping or
-scaling), `check_head` guards that, and `mean_nll` is the mean next-token loss per predicted token.
+scaling), `check_head` guards that, `mean_nll` is the mean next-token loss per predicted token, and `cached_forward`
+runs a forward pass that keeps (or continues) a key/value cache.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -34,6 +37,24 @@ def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if scaling is not None:
         logits = logits / scaling
     return logits
+
+
+def cached_forward(model: torch.nn.Module, cache: Any = None, **inputs: Any) -> tuple[Any, Any]:
+    """The model's output for `inputs` with `use_cache=True`, continuing `cache` when given, and the key/value cache
+    it returns.
+
+    The cache goes in under the name the model's forward takes and is found in the output by what it is (an object
+    with `get_seq_length`): transformers renamed `past_key_values` to `cache` (5.24) and warns on the old name.
+    """
+    if cache is not None:
+        params = inspect.signature(model.forward).parameters
+        inputs["cache" if "cache" in params else "past_key_values"] = cache
+    out = model(**inputs, use_cache=True)
+    kept = next((v for v in out.values() if hasattr(v, "get_seq_length")), None)
+    if kept is None:
+        raise LangNeuronsError(f"this {model.config.model_type} model returned no key/value cache with use_cache=True; "
+                               "it cannot score continuations from a cached context (report it)")
+    return out, kept
 
 
 def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
