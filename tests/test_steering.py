@@ -6,7 +6,7 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.core.sites import find_sites
-from langneurons.steering.edits import SteeringConfig, parse_expression, steer
+from langneurons.steering.edits import SteeringConfig, Term, parse_expression, steer
 from langneurons.steering.generation import generate
 
 LANGS = ["en", "de", "fr", "ru"]
@@ -142,7 +142,7 @@ def test_residual_diffmean_shifts_the_layer_output(setup):
 
 
 def test_expressions():
-    assert parse_expression("-en +fr") == [ln.steer.steering.Term("en", -1), ln.steer.steering.Term("fr", 1)]
+    assert parse_expression("-en +fr") == [Term("en", -1), Term("fr", 1)]
     assert parse_expression("+2.5*fr")[0].strength == 2.5
     assert [t.language for t in parse_expression("-en -de +ja")] == ["en", "de", "ja"]
     assert parse_expression("-en+fr") == parse_expression("-en +fr")
