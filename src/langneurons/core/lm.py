@@ -1,8 +1,8 @@
 """The language-model head and the next-token loss, computed the same way everywhere.
 
-`head_logits` reproduces a family's own logits from the decoder body's output (the LM head plus soft-capping or
-scaling), `check_head` guards that, `mean_nll` is the mean next-token loss per predicted token, and `cached_forward`
-runs a forward pass that keeps (or continues) a key/value cache.
+`decoder_body` is the module that makes the final hidden states, `head_logits` reproduces a family's own logits
+from them (the LM head plus soft-capping or scaling), `check_head` guards that, `mean_nll` is the mean next-token
+loss per predicted token, and `cached_forward` runs a forward pass that keeps (or continues) a key/value cache.
 """
 
 from __future__ import annotations
@@ -19,6 +19,18 @@ from langneurons.core.errors import LangNeuronsError
 
 # Positions sent through the LM head at once: about 256 MB of float32 logits for a 262k-token vocabulary.
 HEAD_ELEMENTS = 2**26
+
+
+def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder body of `model` (its `base_model`): the module whose forward returns `last_hidden_state`.
+
+    A bare base model is its own body. Some transformers 4 classes (Gemma 3) name a `base_model_prefix` they do not
+    have, so `base_model` is the whole language model; their body is then `model.model`.
+    """
+    body = getattr(model, "base_model", model)
+    if body is model and model.get_output_embeddings() is not None:
+        body = getattr(model, "model", model)
+    return body
 
 
 def head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -60,7 +72,7 @@ def cached_forward(model: torch.nn.Module, cache: Any = None, **inputs: Any) -> 
 def check_head(model: torch.nn.Module, input_ids: torch.Tensor) -> None:
     """Raise unless `head_logits` of the decoder body's output equals the model's own logits on `input_ids`
     ([1, T]): a guard against a family that post-processes its logits in a way `head_logits` does not know."""
-    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+    hidden = decoder_body(model)(input_ids=input_ids, use_cache=False).last_hidden_state
     ours = head_logits(model, hidden).float()
     theirs = model(input_ids=input_ids, use_cache=False).logits.float().to(ours.device)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3):
@@ -79,8 +91,8 @@ def nll_sum(model: torch.nn.Module, rows: Sequence[Sequence[int]], device: torch
         ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     # Causal attention: a row's real positions never see the padding after them.
-    hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              use_cache=False).last_hidden_state
+    hidden = decoder_body(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
     states = hidden[:, :-1][keep.to(hidden.device)]  # the last layer's device (a split model's last GPU)
     head = model.get_output_embeddings().weight

@@ -27,7 +27,7 @@ from langneurons.core.artifacts import write_atomic
 from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import head_logits
+from langneurons.core.lm import decoder_body, head_logits
 from langneurons.core.sites import find_sites
 from langneurons.data.prompts import SPLITS, qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
@@ -85,7 +85,7 @@ def _last_states(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tup
     with Hooks(sites) as hooks:
         for i, layer in enumerate(sites.layers):
             hooks.read(layer, keep(i))
-        final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        final = decoder_body(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return [seen[i] for i in range(sites.n_layers)], final[rows.to(final.device), last.to(final.device)]
 
 
