@@ -63,7 +63,7 @@ test-latest:
 	rm -rf .venv-latest && $(PY) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) $(TORCH)
 	.venv-latest/bin/$(PIP) --upgrade -e '.[$(EXTRAS)]'
-	.venv-latest/bin/pip list --format freeze | grep -iE '^(transformers|accelerate|datasets|numpy|safetensors)='
+	.venv-latest/bin/pip list --format freeze | grep -iE '^(torch|transformers|tokenizers|accelerate|datasets|numpy|safetensors|lm.eval|huggingface.hub)='
 	.venv-latest/bin/pytest -m "not integration" -q
 
 # The unit tests on the oldest versions that pyproject.toml allows.
@@ -71,5 +71,5 @@ test-oldest:
 	rm -rf .venv-oldest && $(PY) -m venv .venv-oldest
 	.venv-oldest/bin/$(PIP) $(TORCH)
 	.venv-oldest/bin/$(PIP) -c requirements/oldest.txt -e '.[$(EXTRAS)]'
-	.venv-oldest/bin/pip list --format freeze | grep -iE '^(transformers|accelerate|datasets|numpy|safetensors)='
+	.venv-oldest/bin/pip list --format freeze | grep -iE '^(torch|transformers|tokenizers|accelerate|datasets|numpy|safetensors|lm.eval|huggingface.hub)='
 	.venv-oldest/bin/pytest -m "not integration" -q

@@ -12,6 +12,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+import transformers.utils.hub
 from tiny import make_tiny, tiny_tokenizer
 from transformers import BertConfig, BertLMHeadModel, T5Config
 
@@ -162,6 +163,9 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     hub.mkdir()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    # transformers 4 copies both at import
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True, raising=False)
+    monkeypatch.setattr(transformers.utils.hub, "TRANSFORMERS_CACHE", str(hub), raising=False)
     return hub
 
 

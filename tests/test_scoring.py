@@ -1,9 +1,12 @@
 """Option log-likelihoods against a hand loop on three families; SQuAD exact match and token F1 (XQuAD) by hand."""
 
+import warnings
+
 import pytest
 import torch
 from tiny import make_tiny, tiny_tokenizer
 
+from langneurons.core.lm import cached_forward
 from langneurons.tasks.scoring import option_logprobs
 from langneurons.tasks.xquad import answer_tokens, exact_match, token_f1
 
@@ -77,3 +80,19 @@ def test_chinese_is_scored_by_characters():
 # loaders
 
 
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_cached_forward_continues_its_cache_without_a_deprecation_warning(family):
+    # the cache goes in under whichever name this transformers takes: continuing it gives the logits of one
+    # full pass, and no FutureWarning about a renamed argument is raised
+    model = make_tiny(family, dtype=torch.float64)
+    ids = torch.tensor([[1, 5, 9, 14, 20, 33, 41]])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        whole = model(input_ids=ids, use_cache=False).logits
+        _, cache = cached_forward(model, input_ids=ids[:, :4])
+        assert cache.get_seq_length() == 4
+        out, cache = cached_forward(model, cache, input_ids=ids[:, 4:])
+    assert cache.get_seq_length() == 7
+    torch.testing.assert_close(out.logits, whole[:, 4:], rtol=0, atol=1e-10)

@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from tiny import TINY_CONFIGS, make_tiny
 from transformers import AutoConfig, AutoModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -97,9 +98,15 @@ def _linear(x: torch.Tensor, lin: torch.nn.Module) -> torch.Tensor:
     return y if lin.bias is None else y + lin.bias
 
 
-def test_registry_covers_exactly_the_tiny_families_and_transformers_knows_them():
+def test_registry_covers_exactly_the_tiny_families():
     assert set(REGISTRY) == set(TINY_CONFIGS) == set(ACT)
-    assert not [t for t in REGISTRY if t not in CONFIG_MAPPING]
+
+
+def test_transformers_knows_every_registered_family():
+    unknown = [t for t in REGISTRY if t not in CONFIG_MAPPING]
+    if unknown and int(transformers.__version__.split(".")[0]) < 5:  # `make test-oldest`: families added later
+        pytest.skip(f"transformers {transformers.__version__} predates {', '.join(sorted(unknown))}")
+    assert not unknown
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -6,7 +6,7 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.core.sites import find_sites
-from langneurons.steering.config import SteeringConfig, parse_expression
+from langneurons.steering.config import SteeringConfig, Term, parse_expression
 from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate
 
@@ -143,7 +143,7 @@ def test_residual_diffmean_shifts_the_layer_output(setup):
 
 
 def test_expressions():
-    assert parse_expression("-en +fr") == [ln.steering.config.Term("en", -1), ln.steering.config.Term("fr", 1)]
+    assert parse_expression("-en +fr") == [Term("en", -1), Term("fr", 1)]
     assert parse_expression("+2.5*fr")[0].strength == 2.5
     assert [t.language for t in parse_expression("-en -de +ja")] == ["en", "de", "ja"]
     assert parse_expression("-en+fr") == parse_expression("-en +fr")

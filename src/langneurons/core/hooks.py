@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import decoder_body
 
 
 class StopForward(Exception):
@@ -62,7 +63,7 @@ class Hooks:
                 assert sites is not None
                 self._register(sites.layers[0].register_forward_pre_hook(self._on_layer, with_kwargs=True))
             if phase is not None:
-                body = getattr(phase, "base_model", phase)
+                body = decoder_body(phase)
                 self._register(body.register_forward_pre_hook(self._on_body, with_kwargs=True))
         except BaseException:
             self.close()

@@ -1,13 +1,15 @@
 """The language-model head and the next-token loss, computed the same way everywhere.
 
-`head_logits` reproduces a family's own logits from the decoder body's output (the LM head plus soft-capping or
-scaling), `check_head` guards that, and `mean_nll` is the mean next-token loss per predicted token.
+`decoder_body` is the module that makes the final hidden states, `head_logits` reproduces a family's own logits
+from them (the LM head plus soft-capping or scaling), `check_head` guards that, `mean_nll` is the mean next-token
+loss per predicted token, and `cached_forward` runs a forward pass that keeps (or continues) a key/value cache.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -32,6 +34,18 @@ def head_weight(model: PreTrainedModel) -> torch.Tensor:
     return cast(torch.Tensor, model.get_output_embeddings().weight)
 
 
+def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder body of `model` (its `base_model`): the module whose forward returns `last_hidden_state`.
+
+    A bare base model is its own body. Some transformers 4 classes (Gemma 3) name a `base_model_prefix` they do not
+    have, so `base_model` is the whole language model; their body is then `model.model`.
+    """
+    body = getattr(model, "base_model", model)
+    if body is model and model.get_output_embeddings() is not None:
+        body = getattr(model, "model", model)
+    return body
+
+
 def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Next-token logits from final hidden states (after the final norm): the LM head, then what the family's
     own forward does after it (Gemma 2/3 soft-capping, Cohere's logit_scale, Granite's logits_scaling)."""
@@ -50,10 +64,28 @@ def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def cached_forward(model: PreTrainedModel, cache: Any = None, **inputs: Any) -> tuple[Any, Any]:
+    """The model's output for `inputs` with `use_cache=True`, continuing `cache` when given, and the key/value cache
+    it returns.
+
+    The cache goes in under the name the model's forward takes and is found in the output by what it is (an object
+    with `get_seq_length`): transformers renamed `past_key_values` to `cache` (5.24) and warns on the old name.
+    """
+    if cache is not None:
+        params = inspect.signature(model.forward).parameters
+        inputs["cache" if "cache" in params else "past_key_values"] = cache
+    out = model(**inputs, use_cache=True)
+    kept = next((v for v in out.values() if hasattr(v, "get_seq_length")), None)
+    if kept is None:
+        raise LangNeuronsError(f"this {model.config.model_type} model returned no key/value cache with use_cache=True; "
+                               "it cannot score continuations from a cached context (report it)")
+    return out, kept
+
+
 def check_head(model: PreTrainedModel, input_ids: torch.Tensor) -> None:
     """Raise unless `head_logits` of the decoder body's output equals the model's own logits on `input_ids`
     ([1, T]): a guard against a family that post-processes its logits in a way `head_logits` does not know."""
-    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+    hidden = decoder_body(model)(input_ids=input_ids, use_cache=False).last_hidden_state
     ours = head_logits(model, hidden).float()
     theirs = model(input_ids=input_ids, use_cache=False).logits.float().to(ours.device)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-3, atol=1e-3):
@@ -72,8 +104,8 @@ def nll_rows(model: PreTrainedModel, rows: Sequence[Sequence[int]], device: torc
         ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     # Causal attention: a row's real positions never see the padding after them.
-    hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              use_cache=False).last_hidden_state
+    hidden = decoder_body(model)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()  # position t predicts token t + 1; padding is never a target, the BOS never one
     states = hidden[:, :-1][keep.to(hidden.device)]  # the last layer's device (a split model's last GPU)
     head = head_weight(model)

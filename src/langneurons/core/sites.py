@@ -16,7 +16,7 @@ from torch import nn
 
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import embedding_weight
+from langneurons.core.lm import decoder_body, embedding_weight
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -163,9 +163,10 @@ def model_type(model: PreTrainedModel) -> str:
 def _layer_paths(model: PreTrainedModel, spec: SiteSpec) -> list[str]:
     """The registry's layer paths, and the same paths inside a bare base model (AutoModel)."""
     paths = list(spec.layers)
-    prefix = getattr(model, "base_model_prefix", "")
-    if prefix and getattr(model, "base_model", None) is model:
-        paths += [p[len(prefix) + 1:] for p in spec.layers if p.startswith(prefix + ".")]
+    head = getattr(model, "get_output_embeddings", None)
+    if head is not None and head() is None:  # a bare base model: the paths below the LM's body attribute
+        # (not read from `base_model_prefix`, which names no attribute in some transformers 4 classes: Gemma 3)
+        paths += [p.split(".", 1)[1] for p in spec.layers if "." in p and p.split(".", 1)[1] not in paths]
     return paths
 
 
@@ -261,7 +262,7 @@ def validate_sites(model: PreTrainedModel, sites: NeuronSites) -> None:
             hooks.read(sites.downs[i], down_in[i].append, input=True)
         model.eval()
         try:
-            model.base_model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
+            decoder_body(model)(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
         finally:
             for m, mode in modes:
                 m.training = mode

@@ -20,7 +20,7 @@ from langneurons.core.checks import check_window
 from langneurons.core.distributed import all_reduce_sum, rank_world
 from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import embedding_weight
+from langneurons.core.lm import decoder_body, embedding_weight
 from langneurons.core.models import model_placement
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
@@ -92,7 +92,7 @@ class StatsRecorder:
     def run(self, model: PreTrainedModel, input_ids: torch.Tensor) -> int:
         """Forward `input_ids` [batch, seq] through the decoder body only (no LM head), recording statistics;
         the pass stops after the last site it needs. Returns the number of positions recorded."""
-        Hooks.run(model.base_model, input_ids=input_ids, use_cache=False)
+        Hooks.run(decoder_body(model), input_ids=input_ids, use_cache=False)
         return input_ids.shape[0] * max(0, input_ids.shape[1] - self.skip)
 
     def take(self) -> dict[str, torch.Tensor]:

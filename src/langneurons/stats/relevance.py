@@ -28,7 +28,7 @@ import torch
 from langneurons.core.checks import check_window
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import HEAD_ELEMENTS, check_head, head_logits, head_weight
+from langneurons.core.lm import HEAD_ELEMENTS, check_head, decoder_body, head_logits, head_weight
 from langneurons.core.lrp import attnlrp, check_supported
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.data.corpus import Corpus, describe_start, window_prefix
@@ -197,7 +197,7 @@ class RelevanceRecorder:
         log_prob = torch.zeros(targets.shape, dtype=torch.float32, device=head)
         try:
             with torch.enable_grad():
-                hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
+                hidden = decoder_body(model)(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
                 states = hidden.detach().requires_grad_()
                 flat = states.reshape(len(targets), -1)
                 chunk = max(1, HEAD_ELEMENTS // head_weight(model).shape[0])

@@ -188,7 +188,9 @@ def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[list[int
         with ExitStack() as stack:
             if configs is not None and any(c is not None for c in configs):
                 stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs], table).remove)
-            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+            # only the ids and the mask: a tokenizer may also return token_type_ids, which generate() rejects
+            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                  stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
                                  repetition_penalty=repetition_penalty)
         return [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]

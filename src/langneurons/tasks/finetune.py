@@ -229,7 +229,7 @@ def _loss_backward(model: PreTrainedModel, batch: list[torch.Tensor], pad_id: in
     """Mean next-token cross-entropy over the real tokens of right-padded windows (padding is never a target),
     with its backward pass done. The LM head runs on chunks of positions, each chunk's backward right after its
     forward, so a large vocabulary never holds the logits of the whole batch and the head is not recomputed."""
-    from langneurons.core.lm import HEAD_ELEMENTS, head_logits
+    from langneurons.core.lm import HEAD_ELEMENTS, decoder_body, head_logits
 
     width = max(len(w) for w in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -237,7 +237,7 @@ def _loss_backward(model: PreTrainedModel, batch: list[torch.Tensor], pad_id: in
     for i, w in enumerate(batch):
         ids[i, : len(w)], mask[i, : len(w)] = w, 1
     ids, mask = ids.to(device), mask.to(device)
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    hidden = decoder_body(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     keep = mask[:, 1:].bool()
     states, targets = hidden[:, :-1][keep], ids[:, 1:][keep]
     cut = states.detach().requires_grad_()

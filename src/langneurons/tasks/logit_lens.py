@@ -25,7 +25,7 @@ from langneurons.core.artifacts import write_atomic
 from langneurons.core.distributed import is_main, rounds
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.hooks import Hooks
-from langneurons.core.lm import embedding_weight, head_logits
+from langneurons.core.lm import decoder_body, embedding_weight, head_logits
 from langneurons.core.sites import find_sites
 from langneurons.data.prompts import qa_prompt, questions
 from langneurons.identify.neurons import NeuronSet
@@ -86,7 +86,7 @@ def _last_states(model: PreTrainedModel, ids: torch.Tensor,
     with Hooks(sites) as hooks:
         for i, layer in enumerate(sites.layers):
             hooks.read(layer, keep(i))
-        final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        final = decoder_body(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return [seen[i] for i in range(sites.n_layers)], final[rows.to(final.device), last.to(final.device)]
 
 

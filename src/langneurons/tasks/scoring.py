@@ -14,7 +14,7 @@ import torch
 
 from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
-from langneurons.core.lm import embedding_weight
+from langneurons.core.lm import cached_forward, embedding_weight
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -105,14 +105,13 @@ def _score_batch(model: PreTrainedModel, tokenizer: Any, contexts: Sequence[Sequ
     for b, ctx in enumerate(contexts):
         ids[b, width - len(ctx) :] = torch.tensor(ctx)
         mask[b, width - len(ctx) :] = 1
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device), use_cache=True, logits_to_keep=1)
+    out, cache = cached_forward(model, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device), logits_to_keep=1)
     first = _log_softmax(out.logits[:, -1])[owner.to(out.logits.device)]  # [rows, vocab]: each option's first token
     totals = [float(first[r, opt[0]]) for r, opt in enumerate(options)]
     rest = max(len(opt) for opt in options) - 1
     if rest == 0:
         return totals
-    cache = out.past_key_values
     cache.batch_select_indices(owner)  # CPU indices select on every device a split model's cache sits on
     opt_ids = torch.full((len(options), rest), pad, dtype=torch.long)
     opt_mask = torch.zeros_like(opt_ids)
@@ -120,9 +119,9 @@ def _score_batch(model: PreTrainedModel, tokenizer: Any, contexts: Sequence[Sequ
         opt_ids[r, : len(opt) - 1] = torch.tensor(opt[:-1])
         opt_mask[r, : len(opt) - 1] = 1
     lengths = torch.tensor([len(contexts[b]) for b in owner.tolist()])
-    logits = model(input_ids=opt_ids.to(device), attention_mask=torch.cat([mask[owner], opt_mask], 1).to(device),
-                   position_ids=(lengths[:, None] + torch.arange(rest)).to(device), past_key_values=cache,
-                   use_cache=True).logits
+    logits = cached_forward(model, cache, input_ids=opt_ids.to(device),
+                            attention_mask=torch.cat([mask[owner], opt_mask], 1).to(device),
+                            position_ids=(lengths[:, None] + torch.arange(rest)).to(device))[0].logits
     for r, opt in enumerate(options):
         if len(opt) > 1:
             logp = _log_softmax(logits[r, : len(opt) - 1])
