@@ -40,8 +40,9 @@ def decoder_body(model: torch.nn.Module) -> torch.nn.Module:
     A bare base model is its own body. Some transformers 4 classes (Gemma 3) name a `base_model_prefix` they do not
     have, so `base_model` is the whole language model; their body is then `model.model`.
     """
-    body = getattr(model, "base_model", model)
-    if body is model and model.get_output_embeddings() is not None:
+    body: torch.nn.Module = getattr(model, "base_model", model)
+    head = getattr(model, "get_output_embeddings", None)
+    if body is model and head is not None and head() is not None:
         body = getattr(model, "model", model)
     return body
 
