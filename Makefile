@@ -41,7 +41,7 @@ test-smollm2: smollm2
 	$(BIN)/pytest -m smollm2 tests/test_smollm2.py
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/collect.py
+	$(BIN)/python perf/collect.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

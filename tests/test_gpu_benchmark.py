@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py in its CPU form (tiny shapes of both families), so that the GPU benchmark cannot rot."""
+"""perf/gpu.py in its CPU form (tiny shapes of both families), so that the GPU benchmark cannot rot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu.py"
+SCRIPT = Path(__file__).parents[1] / "perf" / "gpu.py"
 
 
 def test_gpu_benchmark_runs_small_on_the_cpu(capsys):

@@ -7,7 +7,7 @@ Prints:
                       reduce each layer to counts and sums on the spot (target >= 3)
   peak memory         of `collect_stats` (a fresh process each) for two corpus sizes (target: the same)
 
-Run: python benchmarks/collect.py [--windows 8] [--repeats 3]
+Run: python perf/collect.py [--windows 8] [--repeats 3]
 """
 
 from __future__ import annotations

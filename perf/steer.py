@@ -8,7 +8,7 @@ and the ratios steered / unsteered and per-row / unsteered (target >= 0.97), of 
 under drifting load, the median over rounds of each round's ratio. Generated tokens are counted from
 the model's forward calls (rows x steps), so the runs are checked to do the same work.
 
-Run: python benchmarks/steer.py [--repeats 3] [--stats stats.safetensors]
+Run: python perf/steer.py [--repeats 3] [--stats stats.safetensors]
 """
 
 from __future__ import annotations

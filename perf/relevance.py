@@ -9,7 +9,7 @@ Prints:
                       the target logits, so its head skips the log-softmax; target >= 0.8)
   relevance / train   over the same with parameter gradients (a training step without the optimizer), for context
 
-Run: python benchmarks/relevance.py [--windows 4] [--repeats 3] [--tiny]
+Run: python perf/relevance.py [--windows 4] [--repeats 3] [--tiny]
 """
 
 from __future__ import annotations

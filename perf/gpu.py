@@ -13,8 +13,8 @@ Rotary scaling is left out of the configs (it changes no FLOP). Texts are the em
 byte-level BPE trained here in seconds (its ids fit any of the vocabularies). End of sequence is switched off,
 so every row generates `--new-tokens` tokens.
 
-Run: python benchmarks/gpu.py [--shapes llama-3.1-8b,gemma-3-4b] [--tokens 65536] [--peak-tflops 989]
-     python benchmarks/gpu.py --small      (seconds on a CPU)
+Run: python perf/gpu.py [--shapes llama-3.1-8b,gemma-3-4b] [--tokens 65536] [--peak-tflops 989]
+     python perf/gpu.py --small      (seconds on a CPU)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Prints, per command, the median over repeats of the child's user + system CPU ti
 children) and its wall time, and whether torch or transformers were imported (`python -X importtime`).
 Target: under 0.5 s of CPU for `langneurons --help`, and neither library imported.
 
-Run: python benchmarks/startup.py [--repeats 5]
+Run: python perf/startup.py [--repeats 5]
 """
 
 from __future__ import annotations
