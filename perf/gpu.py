@@ -33,7 +33,7 @@ from langneurons.core.models import resolve_dtype
 from langneurons.data.corpus import pack_windows, window_prefix
 from langneurons.data.prompts import qa_prompt, questions
 from langneurons.steering.config import ForcingSetting, SteeringConfig
-from langneurons.steering.generation import generate
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.forcing import run_forcing
 
 IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
@@ -189,8 +189,8 @@ def bench_generate(model, tok, stats, device: str, args) -> dict[str, Any]:
     out["mixed_ratio"] = out["mixed_tok_s"] / out["plain_tok_s"]
     start = time.perf_counter()
     result = run_forcing(model, tok, neurons, stats, LANGS, LANGS, [ForcingSetting("add", 1.0)], split="eval",
-                         max_new_tokens=args.new_tokens, batch_size=args.gen_batch, identifier="script",
-                         progress=False)
+                         decoding=Decoding(max_new_tokens=args.new_tokens, batch_size=args.gen_batch),
+                         identifier="script", progress=False)
     sync(device)
     out["forcing_prompts_s"] = len(result.samples) / (time.perf_counter() - start)
     out["forcing_prompts"] = len(result.samples)

@@ -16,6 +16,7 @@ from langneurons.data.corpus import heldout_windows
 from langneurons.identify import collect_relevance
 from langneurons.report.report import build_report
 from langneurons.steering.edits import steer
+from langneurons.steering.generation import Decoding
 from langneurons.tasks.compare import (
     compare_forcing,
     compare_methods,
@@ -220,8 +221,8 @@ def test_forcing_per_set(setup, tmp_path):
     """Each set forces `-src +tgt` on the same questions; success counts only off-diagonal prompts."""
     model, tok, stats, _, reference, _ = setup
     sets = {"lape": reference, "random": ln.random_like(reference, 0)}
-    result = compare_forcing(model, tok, sets, stats, LANGS, n_questions=2, max_new_tokens=4, identifier="script",
-                             replicates=100, out_dir=tmp_path)
+    result = compare_forcing(model, tok, sets, stats, LANGS, n_questions=2, decoding=Decoding(max_new_tokens=4),
+                             identifier="script", replicates=100, out_dir=tmp_path)
     for name, s in sets.items():
         f = result["methods"][name]
         targets = [t for t in LANGS if s.count(t) > 0]

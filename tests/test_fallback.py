@@ -9,7 +9,7 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS
 from langneurons.steering.edits import steer
-from langneurons.steering.generation import generate
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.fallback import FallbackResult, distribution, run_fallback, step_label
 
 LANGS = ["en", "de", "fr", "ru"]
@@ -28,7 +28,7 @@ def setup():
 @pytest.fixture(scope="module")
 def result(setup):
     model, tok, neurons = setup
-    return run_fallback(model, tok, neurons, "ru", prompts=PROMPTS, max_new_tokens=6, batch_size=7,
+    return run_fallback(model, tok, neurons, "ru", prompts=PROMPTS, decoding=Decoding(max_new_tokens=6, batch_size=7),
                         identifier="script", progress=False)
 
 
@@ -78,7 +78,8 @@ def test_artifacts_written(result, tmp_path):
 
 def test_explicit_order_and_value(setup):
     model, tok, neurons = setup
-    res = run_fallback(model, tok, neurons, "sw", order=["de"], prompts=PROMPTS[:2], value=-1.0, max_new_tokens=3,
+    res = run_fallback(model, tok, neurons, "sw", order=["de"], prompts=PROMPTS[:2], value=-1.0,
+                       decoding=Decoding(max_new_tokens=3),
                        identifier="script", progress=False)
     assert [s["label"] for s in res.steps] == ["none", "-de"] and res.settings["value"] == -1.0
     with steer(model, neurons, None, "-de", value=-1.0):
@@ -103,7 +104,7 @@ def test_bad_requests_are_clear(setup):
             run_fallback(model, tok, neurons, **{"prompts": PROMPTS, **kwargs})
     with pytest.raises(ln.LangNeuronsError, match="'de' has no neurons"):
         run_fallback(model, tok, empty, "ru", order=["de"], prompts=PROMPTS)
-    assert "de" not in run_fallback(model, tok, empty, "ru", prompts=PROMPTS[:1], max_new_tokens=1,
+    assert "de" not in run_fallback(model, tok, empty, "ru", prompts=PROMPTS[:1], decoding=Decoding(max_new_tokens=1),
                                     identifier="script", progress=False).settings["order"]
     with pytest.raises(ln.LangNeuronsError, match="no built-in questions"):
         run_fallback(model, tok, ln.NeuronSet(["qq"], neurons.masks[:1]), "qq")
@@ -116,7 +117,7 @@ def test_russian_prompts_on_the_real_model(gemma, tmp_path):
     model, tok = gemma
     stats = ln.collect_stats(model, tok, ln.udhr(["ru", "en", "de", "zh"]), max_tokens=600, progress=False)
     neurons = ln.lape(stats, top_rate=0.01)
-    res = run_fallback(model, tok, neurons, "ru", max_new_tokens=24, progress=False)
+    res = run_fallback(model, tok, neurons, "ru", decoding=Decoding(max_new_tokens=24), progress=False)
     assert isinstance(res, FallbackResult) and res.settings["prompts"] == "builtin:eval"
     assert res.settings["order"][0] == "ru" and len(res.steps) == len(res.settings["order"]) + 1
     first = res.steps[0]["distribution"]

@@ -10,7 +10,7 @@ import langneurons as ln
 from langneurons.data.prompts import STOP_STRINGS, qa_prompt
 from langneurons.steering.config import ForcingSetting
 from langneurons.steering.edits import steer
-from langneurons.steering.generation import generate
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.forcing import run_forcing
 
 LANGS = ["en", "de", "ru"]
@@ -30,7 +30,7 @@ def test_grid_outputs_and_summaries(setup, tmp_path):
     model, tok, stats, neurons = setup
     settings = [ForcingSetting("add", 2.0), ForcingSetting("replace", deactivate_source=False, top_rate=0.3)]
     result = run_forcing(model, tok, neurons, stats, LANGS, ["de", "ru"], settings, question_set=QUESTIONS,
-                         max_new_tokens=6, batch_size=5, identifier="script", progress=False)
+                         decoding=Decoding(max_new_tokens=6, batch_size=5), identifier="script", progress=False)
     labels = result.settings["labels"]
     assert labels == ["-src 2x add", "replace top 0.3", "baseline"]
     assert len(result.samples) == 3 * len(LANGS) * 2 * 2
@@ -65,7 +65,8 @@ def test_grid_outputs_and_summaries(setup, tmp_path):
 def test_fluent_needs_language_and_no_repetition(setup):
     model, tok, stats, neurons = setup
     result = run_forcing(model, tok, neurons, stats, ["en"], ["ru"], [ForcingSetting("add", 1.0)],
-                         question_set=QUESTIONS, max_new_tokens=6, identifier="script", progress=False)
+                         question_set=QUESTIONS, decoding=Decoding(max_new_tokens=6), identifier="script",
+                         progress=False)
     for s in result.samples:
         assert s["fluent_success"] == (s["success"] and s["distinct_bigrams"] >= 0.5 and not s["empty"])
         assert s["success"] == (s["identified"] == "ru" and not s["empty"])
@@ -101,7 +102,7 @@ def test_one_named_bar_per_stage_with_totals_reached(setup, capsys):
     model, tok, stats, neurons = setup
     settings = [ForcingSetting("add", 2.0), ForcingSetting("replace", deactivate_source=False, top_rate=0.3)]
     run_forcing(model, tok, neurons, stats, LANGS, ["de", "ru"], settings, question_set=QUESTIONS,
-                max_new_tokens=4, batch_size=5, identifier="script", progress=True)
+                decoding=Decoding(max_new_tokens=4, batch_size=5), identifier="script", progress=True)
     err = capsys.readouterr().err.replace("\r", "\n")
     names = {m for m in re.findall(r"^([^:\n]+(?::[^:\n]+)?): +\d+%", err, re.M)}
     assert names == {"forcing: generate", "forcing: score NLL"}, names

@@ -14,7 +14,7 @@ from langneurons.core.errors import LangNeuronsError
 from langneurons.data.corpus import udhr_articles
 from langneurons.steering.config import ForcingSetting
 from langneurons.steering.edits import steer
-from langneurons.steering.generation import generate
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks import translation
 from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
 from langneurons.tasks.translation import (
@@ -230,8 +230,8 @@ def _rows(path: Path) -> list[dict]:
 def test_run_outputs_scores_and_resume(setup, tmp_path, monkeypatch):
     model, tok, stats, neurons = setup
     setting = ForcingSetting("add", 2.0, deactivate_source=False)
-    kwargs = {"data": PARALLEL, "output_dir": tmp_path, "n": 3, "steering": setting, "max_new_tokens": 6,
-              "batch_size": 4, "progress": False}
+    kwargs = {"data": PARALLEL, "output_dir": tmp_path, "n": 3, "steering": setting,
+              "decoding": Decoding(max_new_tokens=6, batch_size=4), "progress": False}
     result = run_translation(model, tok, neurons, stats, [("en", "de"), ("en", "ru")], **kwargs)
     rows = _rows(result.files["samples"])
     assert len(rows) == 2 * 2 * 3 and result.summary["generated"]["rows"] == 12
@@ -269,7 +269,7 @@ def test_run_outputs_scores_and_resume(setup, tmp_path, monkeypatch):
     # resume: a rerun generates nothing; a lost row is generated again, and only that one
     prompts: list[str] = []
     real = translation.generate
-    monkeypatch.setattr(translation, "generate", lambda m, t, p, **kw: prompts.extend(p) or real(m, t, p, **kw))
+    monkeypatch.setattr(translation, "generate", lambda m, t, p, *a, **kw: prompts.extend(p) or real(m, t, p, *a, **kw))
     again = run_translation(model, tok, neurons, stats, [("en", "de"), ("en", "ru")], **kwargs)
     assert prompts == [] and again.summary["pairs"] == result.summary["pairs"]
     assert again.summary["generated"]["reused"] == 12
@@ -291,7 +291,7 @@ def test_deactivate_source_calibrated_plan_and_baseline_only(setup, tmp_path):
                         ["b"], ["a"], {"source": "test"})
     plan = {"ru": ForcingSetting("replace", top_rate=0.3, deactivate_source=True)}
     result = run_translation(model, tok, neurons, stats, [("en", "ru")], data=data, output_dir=tmp_path / "a",
-                             steering=plan, max_new_tokens=5, plot=False, progress=False)
+                             steering=plan, decoding=Decoding(max_new_tokens=5), plot=False, progress=False)
     steered = next(s for s in result.samples if s["setting"] == "steered")
     other = ln.lape(stats, top_rate=0.3)
     expected = "-en +1*ru [replace]" if "en" in other.languages and other.count("en") else "+1*ru [replace]"
@@ -301,7 +301,7 @@ def test_deactivate_source_calibrated_plan_and_baseline_only(setup, tmp_path):
                          max_new_tokens=5, stop_strings=STOP)
     assert steered["output"] == alone[0]
     base = run_translation(model, tok, None, None, [("en", "ru")], data=data, output_dir=tmp_path / "b",
-                           steering=None, max_new_tokens=5, progress=False)
+                           steering=None, decoding=Decoding(max_new_tokens=5), progress=False)
     assert [s["setting"] for s in base.samples] == ["baseline"] and "delta" not in base.summary["pairs"]["en-ru"]
     assert base.samples[0]["output"] == next(s for s in result.samples if s["setting"] == "baseline")["output"]
     with pytest.raises(LangNeuronsError, match="no steering setting for target"):

@@ -66,6 +66,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.identify.neurons import NeuronSet
     from langneurons.stats.activation import ActivationStats
     from langneurons.stats.relevance import RelevanceStats
+    from langneurons.steering.generation import Decoding
     from langneurons.tasks.compare import (
         compare_forcing,
         compare_methods,
@@ -107,9 +108,10 @@ def main(args: argparse.Namespace) -> None:
             if stats is None:
                 raise LangNeuronsError("the forcing comparison needs --stats; pass it, or --forcing-questions 0")
             results[-1]["forcing"] = compare_forcing(
-                model, tok, sets, stats.select(languages), languages, args.forcing_questions, args.max_new_tokens,
-                repetition_penalty=args.repetition_penalty, identifier=args.identifier, replicates=args.replicates,
-                seed=args.seed, out_dir=out, progress=not args.quiet)
+                model, tok, sets, stats.select(languages), languages, args.forcing_questions,
+                Decoding(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty),
+                identifier=args.identifier, replicates=args.replicates, seed=args.seed, out_dir=out,
+                progress=not args.quiet)
         if i == 0:
             settings = {"neurons": str(args.neurons), "stats": args.stats, "relevance": args.relevance,
                         "contrast": args.contrast, "seed": args.seed, "languages": languages,

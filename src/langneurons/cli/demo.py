@@ -22,7 +22,7 @@ LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko"]
 EMBEDDED = "gemma-3-270m"
 # The grid's generation: 40 new tokens (the shipped calibration chose its settings on 32), repetition penalty 1.2
 # (as in the calibration).
-GRID_GENERATION = {"max_new_tokens": 40, "repetition_penalty": 1.2}
+GRID_DECODING = {"max_new_tokens": 40, "repetition_penalty": 1.2}
 
 
 def builtin_calibration(model_name: str) -> Path | None:
@@ -56,6 +56,7 @@ def run_demo(
     from langneurons.report.report import build_report
     from langneurons.stats.collect import collect_stats
     from langneurons.steering.calibration import Calibration
+    from langneurons.steering.generation import Decoding
     from langneurons.tasks.forcing import run_forcing
     from langneurons.tasks.perplexity import run_perplexity
 
@@ -96,7 +97,7 @@ def run_demo(
                                 else None)
                 result = run_forcing(model, tok, None, stats, langs, targets,
                                      {"calibrated": {t: cal.setting(t) for t in targets}}, question_set=question_set,
-                                     batch_size=batch_size, progress=progress, **GRID_GENERATION)
+                                     decoding=Decoding(batch_size=batch_size, **GRID_DECODING), progress=progress)
                 result.save(out / "forcing")
                 forcing = result.summary()["calibrated"]
         summary["forcing"] = {"fluent_success": forcing["fluent_success"], "success": forcing["success"],

@@ -206,6 +206,14 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40)
     add_prompt_format_option(p)
 
 
+def decoding_from_args(args: argparse.Namespace) -> Any:
+    """The `Decoding` that the generation options (`add_generation_options`) describe."""
+    from langneurons.steering.generation import Decoding
+
+    return Decoding(args.max_new_tokens, args.batch_size, args.batch_tokens, args.repetition_penalty,
+                    args.prompt_format)
+
+
 def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, neuron set and statistics named by the options; each artifact (and a calibration) must
     have been made on this model unless --allow-other-model."""

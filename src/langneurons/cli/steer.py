@@ -12,6 +12,7 @@ from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
+    decoding_from_args,
     load_inputs,
     parse_languages,
     parse_layers,
@@ -72,19 +73,18 @@ def cmd_generate(args: argparse.Namespace) -> None:
     check_steering(args)
     from langneurons.data.prompts import STOP_STRINGS, question_prompt
     from langneurons.steering.edits import steer
-    from langneurons.steering.generation import generate, resolve_prompt_format
+    from langneurons.steering.generation import generate
 
+    decoding = decoding_from_args(args)
     model, tok, neurons, stats = load_inputs(args)
-    fmt = resolve_prompt_format(tok, args.prompt_format)
+    decoding = decoding.resolved(tok)
+    fmt = decoding.prompt_format
     prompts += [question_prompt(q, fmt) for q in asked]
-    common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "stop_strings": STOP_STRINGS,
-              "max_batch_tokens": args.batch_tokens, "repetition_penalty": args.repetition_penalty,
-              "progress": not args.quiet, "prompt_format": fmt}
-    baseline = generate(model, tok, prompts, **common)
+    baseline = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
     with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
                deactivation=args.deactivation, beta=args.beta, layers=parse_layers(args.layers),
                generated_only=args.generated_only, calibrated=args.calibrated) as s:
-        steered = generate(model, tok, prompts, **common)
+        steered = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
         described = s.config.describe()
     from langneurons.tasks.lid import get_identifier
 
@@ -123,12 +123,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         loaded = load_questions(args.questions_file)
         split = "dev" if any(q["dev"] for q in loaded.values()) else "all"
         question_set = {lang: q[split] for lang, q in loaded.items()}
+    decoding = decoding_from_args(args)
     model, tok, _, stats = load_inputs(args, need_stats=True)
     targets = parse_languages(args.targets) or stats.languages
     cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_batch_tokens=args.batch_tokens,
-                    repetition_penalty=args.repetition_penalty, identifier=args.identifier, progress=not args.quiet,
-                    question_set=question_set, prompt_format=args.prompt_format)
+                    decoding=decoding, identifier=args.identifier, progress=not args.quiet, question_set=question_set)
     cal.save(args.output)
     for target in cal.meta.get("failed", {}):
         print(f"{target}: no setting (no candidate gave a fluent success above 0)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -57,16 +58,42 @@ def prompt_settings(tokenizer: Any, prompt_format: str = "auto") -> dict[str, An
             "start": describe_start(tokenizer)}
 
 
-def generation_settings(
-    max_new_tokens: int, stop_strings: Sequence[str], batch_size: int, repetition_penalty: float,
-    max_batch_tokens: int | None = None, prompt: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Every generation setting, as recorded in results (the token budget only when there is one; `prompt`: from
-    `prompt_settings`)."""
-    budget = {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
-    out = {"decoding": "greedy", "max_new_tokens": max_new_tokens, "stop_strings": list(stop_strings),
-           "batch_size": batch_size, **budget, "padding": "left", "repetition_penalty": repetition_penalty}
-    return out if prompt is None else {**out, "prompt": prompt}
+@dataclass(frozen=True)
+class Decoding:
+    """How prompts become continuations, the one description every generating task takes and records.
+
+    Greedy decoding of at most `max_new_tokens` new tokens, in batches of at most `batch_size` prompts and (with
+    `max_batch_tokens`) at most that many tokens, prompt and new tokens counted; `repetition_penalty` > 1 divides
+    the scores of tokens already in the sequence (CTRL's rule; 1.0 is plain greedy); `prompt_format` is "auto",
+    "chat" or "plain" (see `encode_prompt`).
+    """
+
+    max_new_tokens: int = 40
+    batch_size: int = 64
+    max_batch_tokens: int | None = None
+    repetition_penalty: float = 1.0
+    prompt_format: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1 or (self.max_batch_tokens or 1) < 1:
+            raise LangNeuronsError(f"{self}: max_new_tokens, batch_size and max_batch_tokens must be positive")
+        if not self.repetition_penalty > 0:
+            raise LangNeuronsError(f"repetition_penalty={self.repetition_penalty}; give a positive number")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise LangNeuronsError(f"unknown prompt format {self.prompt_format!r}; use one of "
+                                   f"{', '.join(PROMPT_FORMATS)}")
+
+    def resolved(self, tokenizer: Any) -> Decoding:
+        """The same decoding with the prompt format "auto" resolved for `tokenizer` (`resolve_prompt_format`)."""
+        return replace(self, prompt_format=resolve_prompt_format(tokenizer, self.prompt_format))
+
+    def record(self, tokenizer: Any, stop_strings: Sequence[str]) -> dict[str, Any]:
+        """Every generation setting, as recorded in results: the token budget only when there is one, and the
+        prompt format as resolved for `tokenizer` (`prompt_settings`)."""
+        budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
+        return {"decoding": "greedy", "max_new_tokens": self.max_new_tokens, "stop_strings": list(stop_strings),
+                "batch_size": self.batch_size, **budget, "padding": "left",
+                "repetition_penalty": self.repetition_penalty, "prompt": prompt_settings(tokenizer, self.prompt_format)}
 
 
 class StopOnStrings(StoppingCriteria):
@@ -120,40 +147,37 @@ def generate(
     model: torch.nn.Module,
     tokenizer: Any,
     prompts: Sequence[str],
-    max_new_tokens: int = 40,
-    batch_size: int = 32,
+    decoding: Decoding | None = None,
+    *,
     stop_strings: Sequence[str] = (),
     steerings: Sequence[SteeringConfig | None] | None = None,
     neurons: NeuronSet | None = None,
     stats: ActivationStats | None = None,
-    repetition_penalty: float = 1.0,
     progress: bool = False,
-    max_batch_tokens: int | None = None,
-    prompt_format: str = "auto",
     bar: tqdm | None = None,
+    **options: Any,
 ) -> list[str]:
     """Greedy continuations of `prompts` (decoded new tokens, cut at the first stop string).
 
-    Prompts are sorted by length and left-padded into batches of at most `batch_size` prompts and (with
-    `max_batch_tokens`) at most that many tokens, prompt and new tokens counted; a batch that runs out of GPU
-    memory is split in halves and retried. With greedy decoding a prompt gets the same text batched or alone (up
-    to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i; prompts with different
-    settings share a batch (each setting is compiled once; a batch applies all of them at once).
-    `repetition_penalty` > 1 divides the scores of tokens already in the sequence (CTRL's rule; deterministic).
-    Under torchrun the batches are split over the ranks and every rank returns all texts. Each prompt text is
-    encoded by `encode_prompt` in `prompt_format` ("auto", "chat" or "plain"). `progress` shows a bar counting
-    prompts; `bar`, an open bar of a larger job, is advanced instead.
+    `decoding` (default `Decoding()`), with any of its fields given as keywords (`options`, e.g.
+    `max_new_tokens=16`) taking precedence. Prompts are sorted by length and left-padded into batches of at most
+    `batch_size` prompts and (with `max_batch_tokens`) at most that many tokens, prompt and new tokens counted; a
+    batch that runs out of GPU memory is split in halves and retried. With greedy decoding a prompt gets the same
+    text batched or alone (up to floating-point ties). `steerings[i]` (with `neurons`, `stats`) steers prompt i;
+    prompts with different settings share a batch (each setting is compiled once; a batch applies all of them at
+    once). Under torchrun the batches are split over the ranks and every rank returns all texts. Each prompt text
+    is encoded by `encode_prompt` in the decoding's prompt format. `progress` shows a bar counting prompts; `bar`,
+    an open bar of a larger job, is advanced instead.
     """
     if steerings is not None and len(steerings) != len(prompts):
         raise ValueError("steerings must have one entry (or None) per prompt")
-    if batch_size <= 0 or (max_batch_tokens is not None and max_batch_tokens <= 0):
-        raise ValueError("batch_size and max_batch_tokens must be positive")
-    fmt = resolve_prompt_format(tokenizer, prompt_format)
-    encoded = [encode_prompt(tokenizer, p, fmt) for p in prompts]
+    decoding = replace(decoding or Decoding(), **options).resolved(tokenizer)
+    max_new_tokens, repetition_penalty = decoding.max_new_tokens, decoding.repetition_penalty
+    encoded = [encode_prompt(tokenizer, p, decoding.prompt_format) for p in prompts]
     compiled = {_key(c): Steering(model, neurons, stats, c) for c in steerings or [] if c is not None}
     table = SteeringTable(model, list(compiled.values())) if compiled else None  # once per run, not per batch
     lengths = [len(ids) for ids in encoded]
-    batches = token_batches(lengths, batch_size, max_batch_tokens, max_new_tokens)
+    batches = token_batches(lengths, decoding.batch_size, decoding.max_batch_tokens, max_new_tokens)
     out: list[str] = [""] * len(prompts)
     own = bar is None
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) if bar is None else bar

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from langneurons.core.errors import LangNeuronsError, warn
@@ -18,6 +19,7 @@ from langneurons.data.prompts import questions
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.calibration import Calibration
 from langneurons.steering.config import ForcingSetting
+from langneurons.steering.generation import Decoding
 from langneurons.tasks.forcing import run_forcing
 
 FIRST_ROUND_PROMPTS = 11  # prompts per target in the first round: one prompt is then less than 10% of a score
@@ -40,14 +42,10 @@ def calibrate(
     sources: Sequence[str] | None = None,
     candidates: Sequence[ForcingSetting] | None = None,
     keep: int = 2,
-    max_new_tokens: int = 40,
-    batch_size: int = 64,
-    max_batch_tokens: int | None = None,
-    repetition_penalty: float = 1.0,
+    decoding: Decoding = Decoding(),
     identifier: str = "fasttext",
     progress: bool = True,
     question_set: Mapping[str, Sequence[str]] | None = None,
-    prompt_format: str = "auto",
 ) -> Calibration:
     """Choose a setting per target by fluent success of prompts from `sources` (default: the statistics'
     languages) on the dev questions (or `question_set`: language -> questions). Ties go to the lower NLL under the
@@ -58,10 +56,8 @@ def calibrate(
     for target in targets:
         stats.index(target)
     dev = {lang: _dev_questions(lang, question_set) for lang in sources}
-    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
-              "repetition_penalty": repetition_penalty,
-              "identifier": identifier, "baseline": False, "skip_unavailable": True, "progress": progress,
-              "prompt_format": prompt_format}
+    common = {"decoding": decoding, "identifier": identifier, "baseline": False, "skip_unavailable": True,
+              "progress": progress}
     per_source = _first_round_size(sources, targets)
     first = {lang: qs[:per_source] for lang, qs in dev.items()}
     plan = {c.label(): dict.fromkeys(targets, c) for c in candidates}
@@ -92,7 +88,8 @@ def calibrate(
                  f"with a larger top_rate or strength, more statistics for '{t}', or another prompt format")
             continue
         chosen[t] = plan[ranked[0]][t]
-    meta = {"sources": sources, "targets": list(targets), "keep": keep, **common,
+    meta = {"sources": sources, "targets": list(targets), "keep": keep, **asdict(decoding), "identifier": identifier,
+            "baseline": False, "skip_unavailable": True, "progress": progress,
             "questions": "builtin:dev" if question_set is None else "user",
             "first_round_questions_per_source": per_source, "failed": failed,
             "statistics": {"model": stats.meta.get("model"), "languages": stats.languages,

@@ -32,6 +32,7 @@ from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.relevance import RelevanceStats
 from langneurons.steering.edits import steer
+from langneurons.steering.generation import Decoding
 from langneurons.tasks import bootstrap
 from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
@@ -178,9 +179,7 @@ def compare_forcing(
     stats: ActivationStats,
     languages: Sequence[str],
     n_questions: int = 2,
-    max_new_tokens: int = 24,
-    batch_size: int = 64,
-    repetition_penalty: float = 1.2,
+    decoding: Decoding = Decoding(max_new_tokens=24, repetition_penalty=1.2),
     identifier: str = "fasttext",
     replicates: int = 1000,
     seed: int = 0,
@@ -192,7 +191,7 @@ def compare_forcing(
     every other language the set has neurons for. Per set: success and fluent success over the off-diagonal
     prompts, with 95% bootstrap intervals over those prompts. With `out_dir`, each set's outputs are saved there
     (`forcing_<set>.json` and samples)."""
-    from langneurons.data.prompts import questions
+    from langneurons.data.prompts import STOP_STRINGS, questions
     from langneurons.steering.config import ForcingSetting
     from langneurons.tasks.forcing import run_forcing
 
@@ -204,8 +203,7 @@ def compare_forcing(
     out: dict[str, Any] = {}
     for name, s in sets.items():
         result = run_forcing(model, tokenizer, s, stats, languages, languages, [setting], question_set=question_set,
-                             baseline=False, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             repetition_penalty=repetition_penalty, identifier=identifier, nll=False,
+                             baseline=False, decoding=decoding, identifier=identifier, nll=False,
                              skip_unavailable=True, progress=progress)
         if out_dir is not None:
             result.save(out_dir, f"forcing_{name}")
@@ -219,7 +217,7 @@ def compare_forcing(
                 if rows else None
         out[name] = entry
     return {"languages": list(languages), "questions": n_questions, "identifier": identifier,
-            "generation": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
+            "generation": decoding.record(tokenizer, STOP_STRINGS),
             "methods": out}
 
 

@@ -28,7 +28,7 @@ from langneurons.core.version import __version__
 from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
 from langneurons.identify.neurons import NeuronSet
 from langneurons.steering.config import SteeringConfig
-from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.results import FALLBACK_KIND, write_kind
 
@@ -115,22 +115,18 @@ def run_fallback(
     order: Sequence[str] | None = None,
     prompts: Sequence[str] | None = None,
     value: float = 0.0,
-    max_new_tokens: int = 40,
-    batch_size: int = 64,
-    max_batch_tokens: int | None = None,
+    decoding: Decoding = Decoding(),
     identifier: str = "fasttext",
-    repetition_penalty: float = 1.0,
     progress: bool = True,
-    prompt_format: str = "auto",
 ) -> FallbackResult:
     """Deactivate the languages of `order` cumulatively (neurons set to `value`) and identify the output languages.
 
     `prompts`: the prompts, all in `language` (default: the built-in eval questions of `language`, as
-    "Q: ...\\nA:" or, in the chat format, as the user's message). `prompt_format`: "auto" (the chat template
-    when the tokenizer has one), "chat" or "plain". All steps are generated in one batched call (greedy, cut at
-    `prompts.STOP_STRINGS`).
+    "Q: ...\\nA:" or, in the chat format, as the user's message). All steps are generated in one batched call
+    (`decoding`, cut at `prompts.STOP_STRINGS`).
     """
-    fmt = resolve_prompt_format(tok, prompt_format)
+    decoding = decoding.resolved(tok)
+    fmt = decoding.prompt_format
     order = _check(neurons, language, order)
     source = "user" if prompts is not None else "builtin:eval"
     prompts = list(prompts) if prompts is not None else [question_prompt(q, fmt) for q in questions(language, "eval")]
@@ -141,12 +137,8 @@ def run_fallback(
     deactivated = [order[:k] for k in range(len(order) + 1)]
     configs = [SteeringConfig(deactivate=dict.fromkeys(d, value)) if d else None for d in deactivated]
     start = time.perf_counter()
-    outputs = generate(
-        model, tok, prompts * len(configs), max_new_tokens=max_new_tokens, batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        stop_strings=STOP_STRINGS, steerings=[c for c in configs for _ in prompts], neurons=neurons,
-        repetition_penalty=repetition_penalty, progress=progress, prompt_format=fmt,
-    )
+    outputs = generate(model, tok, prompts * len(configs), decoding, stop_strings=STOP_STRINGS,
+                       steerings=[c for c in configs for _ in prompts], neurons=neurons, progress=progress)
     seconds = time.perf_counter() - start
     found = lid.identify(outputs)
     steps, samples, n = [], [], len(prompts)
@@ -160,9 +152,7 @@ def run_fallback(
                     for i, r in enumerate(rows)]
     settings = {
         "language": language, "order": order, "value": value, "prompts": source, "n_prompts": n,
-        "identifier": identifier, "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size,
-                                                                    repetition_penalty, max_batch_tokens,
-                                                                    prompt=prompt_settings(tok, fmt)),
+        "identifier": identifier, "generation": decoding.record(tok, STOP_STRINGS),
         "prompt_format": fmt,
         "model": model_meta(model),
         "neurons": {"method": neurons.meta.get("method"), "settings": neurons.meta.get("settings", {}),

@@ -29,7 +29,7 @@ from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import ForcingSetting, SteeringConfig
-from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.fluency import continuation_nll, distinct_bigram_share, is_fluent
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.results import FORCING_KIND, write_kind
@@ -129,15 +129,11 @@ def run_forcing(
     split: str = "eval",
     question_set: Mapping[str, Sequence[str]] | None = None,
     baseline: bool = True,
-    max_new_tokens: int = 40,
-    batch_size: int = 64,
-    max_batch_tokens: int | None = None,
-    repetition_penalty: float = 1.0,
+    decoding: Decoding = Decoding(),
     identifier: str = "fasttext",
     nll: bool = True,
     skip_unavailable: bool = False,
     progress: bool = True,
-    prompt_format: str = "auto",
 ) -> ForcingResult:
     """Generate every (setting, source, target, question) and judge it.
 
@@ -145,10 +141,11 @@ def run_forcing(
     calibration; targets a label leaves out are not run for it). `baseline` adds the unsteered outputs as the
     setting "baseline" (success = the unsteered answer happens to be in the target language). Rows of all
     settings and cells share batches. `skip_unavailable` leaves out (setting, target) pairs whose neuron set
-    has no neurons for the target instead of failing. `prompt_format`: "auto" (the chat template when the
-    tokenizer has one), "chat" or "plain" (`Q: ...\\nA:`).
+    has no neurons for the target instead of failing. `decoding`: how prompts are generated; in the plain prompt
+    format a question is asked as `Q: ...\\nA:`.
     """
-    fmt = resolve_prompt_format(tokenizer, prompt_format)
+    decoding = decoding.resolved(tokenizer)
+    fmt = decoding.prompt_format
     if isinstance(plan, Sequence):
         plan = {s.label(): dict.fromkeys(targets, s) for s in plan}
     plan = dict(plan)
@@ -181,8 +178,7 @@ def run_forcing(
              "or use a larger top_rate")
     if baseline:
         jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
-    outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                             max_batch_tokens, repetition_penalty, progress, fmt)
+    outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, decoding, progress)
     lid = get_identifier(identifier)
     texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
     found = lid.identify(texts)
@@ -210,8 +206,7 @@ def run_forcing(
         "plan": {label: {t: asdict(s) for t, s in per.items()} for label, per in plan.items()},
         "neurons": None if neurons is None else {"method": neurons.meta.get("method"),
                                                  "settings": neurons.meta.get("settings")},
-        "generation": generation_settings(max_new_tokens, STOP_STRINGS, batch_size, repetition_penalty,
-                                          max_batch_tokens, prompt=prompt_settings(tokenizer, fmt)),
+        "generation": decoding.record(tokenizer, STOP_STRINGS),
         "prompt_format": fmt,
         "success_rule": SUCCESS_RULE,
     }
@@ -230,8 +225,8 @@ def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] 
     return list(question_set[lang])
 
 
-def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_new_tokens, batch_size,
-                   max_batch_tokens, repetition_penalty, progress, fmt) -> dict[tuple[str, int, str, str], str]:
+def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, decoding: Decoding,
+                   progress: bool) -> dict[tuple[str, int, str, str], str]:
     """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question."""
     out: dict[tuple[str, int, str, str], str] = {}
     by_rate: dict[float | None, list[tuple[tuple[str, int, str, str], str, SteeringConfig | None]]] = {}
@@ -239,14 +234,12 @@ def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, max_n
         key = (source, i, label if config else "baseline", target if config else "")
         if key not in out:
             out[key] = ""
-            by_rate.setdefault(rate if config else None, []).append((key, question_prompt(prompts_of[source][i], fmt),
-                                                                         config))
+            prompt = question_prompt(prompts_of[source][i], decoding.prompt_format)
+            by_rate.setdefault(rate if config else None, []).append((key, prompt, config))
     bar = tqdm(total=len(out), desc="forcing: generate", unit="prompt", disable=not progress)
     for rate, rows in by_rate.items():
-        texts = generate(model, tokenizer, [r[1] for r in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                         max_batch_tokens=max_batch_tokens,
-                         stop_strings=STOP_STRINGS, steerings=[r[2] for r in rows], neurons=neuron_sets[rate],
-                         stats=stats, repetition_penalty=repetition_penalty, prompt_format=fmt, bar=bar)
+        texts = generate(model, tokenizer, [r[1] for r in rows], decoding, stop_strings=STOP_STRINGS,
+                         steerings=[r[2] for r in rows], neurons=neuron_sets[rate], stats=stats, bar=bar)
         for (key, _, _), text in zip(rows, texts):
             out[key] = text
     bar.close()

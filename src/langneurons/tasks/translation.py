@@ -39,7 +39,7 @@ from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import ForcingSetting, SteeringConfig
-from langneurons.steering.generation import generate, generation_settings, prompt_settings, resolve_prompt_format
+from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.metrics import bleu_tokenizer, translation_scores
 from langneurons.tasks.results import SampleLog, run_metadata, write_results
@@ -49,6 +49,7 @@ STOP = ["\n"]  # sources are single lines, so a translation ends with its line
 SETTINGS = ("baseline", "steered")
 FLORES = "openlanguagedata/flores_plus"
 ACTIVATE = ForcingSetting(deactivate_source=False)  # "+tgt": add the target's mean activation (alpha 1)
+DECODING = Decoding(max_new_tokens=256, batch_size=32)  # a translation's budget is set per prompt, at most this
 
 # code -> (English name for prompts, FLORES+ config)
 LANGUAGES: dict[str, tuple[str, str]] = {
@@ -301,15 +302,11 @@ def run_translation(
     template: str = DEFAULT_TEMPLATE,
     shots: int = 0,
     names: Mapping[str, str] | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    repetition_penalty: float = 1.0,
+    decoding: Decoding = DECODING,
     identifier: str = "fasttext",
     fresh: bool = False,
     plot: bool = True,
     progress: bool = True,
-    prompt_format: str = "auto",
 ) -> TranslationResult:
     """Translate the first `n` segments of each (source, target) pair unsteered and steered; score and save.
 
@@ -317,29 +314,27 @@ def run_translation(
     A setting with `top_rate` reruns LAPE on `stats` at that share. A prompt may generate twice its source's
     tokens plus 16, rounded up to a multiple of 32, and at most `max_new_tokens`. Rows go to
     `translation_samples.jsonl` as they are made; a rerun with the same settings skips them (`fresh` starts over).
-    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`. `prompt_format`:
-    "auto" (the filled template as the user's message in the chat template, when the tokenizer has one), "chat"
-    or "plain".
+    Writes `translation.json` (metadata and summary) and, with `plot`, `translation.png/.svg`. In the chat prompt
+    format of `decoding`, the filled template is the user's message.
     """
-    fmt = resolve_prompt_format(tokenizer, prompt_format)
+    decoding = decoding.resolved(tokenizer)
     pairs = [tuple(p) for p in pairs]
     if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
         raise LangNeuronsError("pairs must be (source, target) tuples of two different languages, e.g. [('en', 'de')]")
     if n is not None and n < 1:
         raise LangNeuronsError(f"n={n}; evaluate at least one segment per pair (or None for all)")
-    if shots < 0 or max_new_tokens < 1:
-        raise LangNeuronsError("shots must be >= 0 and max_new_tokens >= 1")
+    if shots < 0:
+        raise LangNeuronsError(f"shots={shots}; give 0 or more example translations")
     languages = list(dict.fromkeys(lang for p in pairs for lang in p))
     if not isinstance(data, ParallelData):
         data = load_parallel(data, languages, split)
     plan = _plan(steering, [t for _, t in pairs])
     neuron_sets = _neuron_sets(plan, neurons, stats)
     lid = get_identifier(identifier)
-    generation = generation_settings(max_new_tokens, STOP, batch_size, repetition_penalty, max_batch_tokens,
-                                     prompt=prompt_settings(tokenizer, fmt))
+    generation = decoding.record(tokenizer, STOP)
     generation["max_new_tokens_rule"] = "2 * source tokens + 16, rounded up to a multiple of 32, at most max_new_tokens"
     settings = {
-        "model": model_id(model), "model_fingerprint": model_meta(model), "prompt_format": fmt,
+        "model": model_id(model), "model_fingerprint": model_meta(model), "prompt_format": decoding.prompt_format,
         "data": data.description, "template": template, "shots": shots,
         "names": dict(names or {}), "identifier": identifier,
         "steering": None if plan is None else {t: dataclasses.asdict(s) for t, s in plan.items()},
@@ -358,7 +353,7 @@ def run_translation(
         config = _config(plan, neuron_sets, source, target)
         for seg, text, reference in segments:
             prompt = translation_prompt(template, text, source, target, examples, names)
-            limit = _limit(tokenizer, text, max_new_tokens)
+            limit = _limit(tokenizer, text, decoding.max_new_tokens)
             for label, cfg in (("baseline", None), *((("steered", config),) if plan is not None else ())):
                 row = {"pair": f"{source}-{target}", "setting": label, "id": seg}
                 wanted.append(row)
@@ -366,8 +361,7 @@ def run_translation(
                     rate = plan[target].top_rate if cfg is not None else None
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
-    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
-                   repetition_penalty, progress, fmt)
+    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, decoding, progress)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -429,21 +423,19 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
     return min(cap, 32 * math.ceil((2 * tokens + 16) / 32))
 
 
-def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, batch_size, max_batch_tokens,
-                   repetition_penalty, progress, fmt) -> None:
+def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, decoding: Decoding, progress: bool) -> None:
     """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
         groups.setdefault((job[7], job[8]), []).append(job)
-    chunks = [(key, rows[i : i + batch_size]) for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
-              str(kv[0][0]))) for i in range(0, len(rows), batch_size)]
+    size = decoding.batch_size
+    chunks = [(key, rows[i : i + size]) for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
+              str(kv[0][0]))) for i in range(0, len(rows), size)]
 
     def run(job: tuple[tuple[float | None, int], list[tuple]]) -> list[str]:
         (rate, limit), chunk = job
-        return generate(model, tokenizer, [j[5] for j in chunk], max_new_tokens=limit, batch_size=batch_size,
-                        max_batch_tokens=max_batch_tokens,
-                        stop_strings=STOP, steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats,
-                        repetition_penalty=repetition_penalty, prompt_format=fmt)
+        return generate(model, tokenizer, [j[5] for j in chunk], decoding, max_new_tokens=limit, stop_strings=STOP,
+                        steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats)
 
     bar = tqdm(total=len(chunks), desc="translate", disable=not progress)
     # under torchrun: chunks split over ranks, every rank logs every row (rank 0 writes)

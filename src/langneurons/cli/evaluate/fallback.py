@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli.options import add_generation_options, add_model_options, load_inputs, parse_languages
+from langneurons.cli.options import (
+    add_generation_options,
+    add_model_options,
+    decoding_from_args,
+    load_inputs,
+    parse_languages,
+)
 from langneurons.core.errors import LangNeuronsError
 
 TASK_MODULE = "langneurons.tasks.fallback"
@@ -28,14 +34,12 @@ def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate fallback`."""
     from langneurons.tasks.fallback import run_fallback
 
+    decoding = decoding_from_args(args)
     model, tok, neurons, _ = load_inputs(args)
     if neurons is None:
         raise LangNeuronsError("fallback needs --neurons (a neuron set file from `identify`)")
     result = run_fallback(model, tok, neurons, args.language, order=parse_languages(args.order), value=args.value,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          max_batch_tokens=args.batch_tokens,
-                          identifier=args.identifier, repetition_penalty=args.repetition_penalty,
-                          progress=not args.quiet, prompt_format=args.prompt_format)
+                          decoding=decoding, identifier=args.identifier, progress=not args.quiet)
     files = result.save(args.output_dir)
     for step in result.steps:
         top = sorted(step["distribution"].items(), key=lambda kv: -kv[1])[:4]

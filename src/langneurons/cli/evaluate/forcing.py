@@ -11,6 +11,7 @@ from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
+    decoding_from_args,
     load_inputs,
     parse_languages,
     parse_layers,
@@ -64,6 +65,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.data.prompts import load_questions
     from langneurons.tasks.forcing import run_forcing
 
+    decoding = decoding_from_args(args)
     model, tok, neurons, stats = load_inputs(args)
     langs = stats.languages if stats is not None else (neurons.languages if neurons is not None else None)
     sources = parse_languages(args.sources) or langs
@@ -81,11 +83,8 @@ def main(args: argparse.Namespace) -> None:
     if args.questions_file:
         question_set = {lang: q[args.split] for lang, q in load_questions(args.questions_file).items()}
     result = run_forcing(model, tok, neurons, stats, sources, targets, plan, split=args.split,
-                         question_set=question_set, baseline=not args.no_baseline,
-                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                         max_batch_tokens=args.batch_tokens,
-                         repetition_penalty=args.repetition_penalty, identifier=args.identifier,
-                         progress=not args.quiet, prompt_format=args.prompt_format)
+                         question_set=question_set, baseline=not args.no_baseline, decoding=decoding,
+                         identifier=args.identifier, progress=not args.quiet)
     files = result.save(args.output_dir)
     for label, summary in result.summary().items():
         per = " ".join(f"{t}:{v['fluent_success']:.2f}" for t, v in summary["per_target"].items())

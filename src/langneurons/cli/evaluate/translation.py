@@ -13,6 +13,7 @@ from langneurons.cli.options import (
     add_generation_options,
     add_model_options,
     add_steering_options,
+    decoding_from_args,
     load_inputs,
     parse_languages,
     parse_layers,
@@ -104,14 +105,13 @@ def main(args: argparse.Namespace) -> None:
 
     pairs = _pairs(args)
     steering = _steering(args, [t for _, t in pairs])
+    decoding = decoding_from_args(args)
     model, tok, neurons, stats = load_inputs(args)
     result = run_translation(
         model, tok, neurons, stats, pairs, data=args.data, output_dir=args.output_dir, n=args.n or None,
         steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
-        names=_names(args.names), max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        max_batch_tokens=args.batch_tokens,
-        repetition_penalty=args.repetition_penalty, identifier=args.identifier, fresh=args.fresh,
-        plot=not args.no_plot, progress=not args.quiet, prompt_format=args.prompt_format,
+        names=_names(args.names), decoding=decoding, identifier=args.identifier, fresh=args.fresh,
+        plot=not args.no_plot, progress=not args.quiet,
     )
     from langneurons.cli.options import format_table
 
