@@ -13,19 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from langneurons.cli import options
 from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
-from langneurons.cli.options import (
-    Parser,
-    add_model_options,
-    add_threads_option,
-    build_corpus,
-    check_numbers,
-    format_table,
-    load_model_from_args,
-    parse_languages,
-    parse_mapping,
-    quote_signed,
-)
 from langneurons.core.checks import check_output
 from langneurons.core.errors import LangNeuronsError, LangNeuronsWarning
 
@@ -59,15 +48,15 @@ def cmd_collect(args: argparse.Namespace) -> None:
         raise LangNeuronsError("--hidden and --no-sq are options of activation statistics, not of --relevance")
     if args.rule and not args.relevance:
         raise LangNeuronsError("--rule is an option of --relevance; add --relevance or leave --rule out")
-    texts = list(parse_mapping(args.corpus).values()) if "=" in args.corpus else []
+    texts = list(options.parse_mapping(args.corpus).values()) if "=" in args.corpus else []
     check_output(args.output, texts, kind="relevance" if args.relevance else "stats")
-    corpus = build_corpus(args)
+    corpus = options.build_corpus(args)
     settings: dict[str, Any] = {"window": args.window, "max_tokens": args.max_tokens, "split": "train"}
     if not args.relevance:
         settings.update(track_sq=not args.no_sq, hidden=args.hidden)
     check_checkpoint(args.output, settings, corpus.describe(), _expected_model_id(args.model),
                      kind="relevance" if args.relevance else "stats")
-    model, tok = load_model_from_args(args)
+    model, tok = options.load_model_from_args(args)
     start = time.perf_counter()
     if args.relevance:
         from langneurons.stats.relevance import collect_relevance
@@ -82,7 +71,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
         )
     took = time.perf_counter() - start
     if is_main():
-        print(format_table(stats.summary()))
+        print(options.format_table(stats.summary()))
         print(f"{int(stats.n_tokens.sum())} tokens in {took:.1f} s; wrote {args.output}")
 
 
@@ -96,8 +85,8 @@ def cmd_identify(args: argparse.Namespace) -> None:
     if args.plot:
         check_output(args.plot, [args.stats, args.match, args.output], option="--plot")
     stats = RelevanceStats.load(args.stats) if args.method == "crane" else ActivationStats.load(args.stats)
-    if parse_languages(args.languages):
-        stats = stats.select(parse_languages(args.languages))
+    if options.parse_languages(args.languages):
+        stats = stats.select(options.parse_languages(args.languages))
     if args.match and args.method == "lape":
         raise LangNeuronsError("--match sets the size of crane and frequency; LAPE's size comes from --top-rate")
     size = round(args.top_rate * stats.n_layers * stats.n_neurons / len(stats.languages))
@@ -112,7 +101,7 @@ def cmd_identify(args: argparse.Namespace) -> None:
     else:
         neurons = frequency_contrast(stats, per_language)
     neurons.save(args.output)
-    print(format_table(neurons.summary()))
+    print(options.format_table(neurons.summary()))
     print(f"{neurons.count()} distinct neurons; wrote {args.output}")
     if args.plot:
         from langneurons.figures.charts import neurons_per_layer
@@ -141,7 +130,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
         merged = merged + kind.load(path)
     merged.meta["merged_from"] = [str(p) for p in args.inputs]
     merged.save(args.output)
-    print(format_table(merged.summary()))
+    print(options.format_table(merged.summary()))
     print(f"merged {len(args.inputs)} files; wrote {args.output}")
 
 
@@ -176,7 +165,7 @@ def cmd_info(args: argparse.Namespace) -> None:
             print(f"method {meta.get('method')} {json.dumps(meta.get('settings', {}))}")
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise LangNeuronsError(f"{args.file}: its tensors do not match its metadata ({e!r}); re-create it") from None
-    print(format_table(rows))
+    print(options.format_table(rows))
     if kind == "neurons":
         print(f"{int(t['masks'].any(0).sum())} distinct neurons")
 
@@ -199,7 +188,7 @@ def cmd_languages(args: argparse.Namespace) -> None:
     if args.search:
         needle = args.search.lower()
         rows = [r for r in rows if any(needle in str(v).lower() for v in r.values())]
-    print(format_table(rows))
+    print(options.format_table(rows))
     print(f"{len(rows)} UDHR texts; pass ISO 639-1/3 codes (en, deu), BCP-47 tags (zh-Hant) or these codes")
 
 
@@ -242,14 +231,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from langneurons.cli.demo import run_demo
 
     check_output(args.output_dir, option="--output-dir", folder=True)
-    run_demo(args.model, parse_languages(args.languages), args.output_dir, max_tokens=args.max_tokens,
+    run_demo(args.model, options.parse_languages(args.languages), args.output_dir, max_tokens=args.max_tokens,
              window=args.window, top_rate=args.top_rate, calibration=args.calibration, questions=args.questions,
              batch_size=args.batch_size, grid=not args.no_grid, perplexity=not args.no_perplexity,
              progress=not args.quiet)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from langneurons.cli.options import load_inputs
     from langneurons.core.artifacts import read_meta
     from langneurons.tasks.finetune import KIND, finetune
 
@@ -258,11 +246,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.language not in langs:
         raise LangNeuronsError(f"--language {args.language}: not in {args.neurons} (it has {', '.join(langs)}); "
                                "choose one of those")
-    model, tok, neurons, _ = load_inputs(args)
-    langs = parse_languages(args.languages) or (neurons.languages if args.corpus == "udhr" else None)
+    model, tok, neurons, _ = options.load_inputs(args)
+    langs = options.parse_languages(args.languages) or (neurons.languages if args.corpus == "udhr" else None)
     if langs:
         args.languages = ",".join(dict.fromkeys([args.language, *langs]))
-    corpus = build_corpus(args)
+    corpus = options.build_corpus(args)
     neurons.meta["source"] = str(args.neurons)
     delta = finetune(
         model, tok, neurons, args.language, corpus, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
@@ -272,7 +260,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
     delta.save(args.output)
     nll, run = delta.meta["nll"], delta.meta["training"]
-    print(format_table([{"language": lang, "nll_before": f"{b:.4f}", "nll_after": f"{nll['after'][lang]:.4f}",
+    print(options.format_table([{"language": lang, "nll_before": f"{b:.4f}", "nll_after": f"{nll['after'][lang]:.4f}",
                          "change": f"{nll['after'][lang] - b:+.4f}"} for lang, b in nll["before"].items()]))
     print(f"{delta.n_parameters} trained parameters ({delta.meta['neurons']['count']} neurons of "
           f"{args.language}); {run['steps']} steps, best at {run['best_step']}, stopped by {run['stopped']}, "
@@ -290,7 +278,7 @@ def cmd_apply_delta(args: argparse.Namespace) -> None:
     if out.exists():
         raise LangNeuronsError(f"{out} exists; remove it or choose another --output")
     check_output(out, [args.delta, args.model], folder=True)
-    model, tok = load_model_from_args(args)
+    model, tok = options.load_model_from_args(args)
     delta = apply_finetune(model, args.delta, check_id=not args.force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -314,7 +302,7 @@ def _selected(argv: Sequence[str] | None) -> Callable[[str], bool]:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given `argv`, only the commands it names import their modules (so `--help` stays fast)."""
-    p = Parser(prog="langneurons", description=__doc__)
+    p = options.Parser(prog="langneurons", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     selected = _selected(argv)
 
@@ -333,7 +321,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="collect per-neuron activation statistics per language",
                        description="Collect per-language neuron statistics (resumable: rerun to continue). "
                                    "Under torchrun each rank takes a shard and the sums are all-reduced.")
-    add_model_options(c)
+    options.add_model_options(c)
     corpus_opts(c)
     c.add_argument("--languages", help="comma-separated language codes (default: all in the corpus; 10 for udhr)")
     c.add_argument("--max-tokens", type=int, default=100_000, help="token budget per language (default 100000)")
@@ -398,7 +386,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                                    "and columns of down (fc_out) on one language, with early stopping on "
                                    "validation documents; report held-out NLL before and after for every "
                                    "language of the neuron set.")
-    add_model_options(t)
+    options.add_model_options(t)
     t.set_defaults(dtype="float32")  # training: float32 weights and optimizer steps unless --dtype says otherwise
     t.add_argument("--neurons", required=True, help="neuron set file (from `identify`)")
     t.add_argument("--language", required=True, help="the language whose neurons are trained, on its text")
@@ -424,7 +412,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     a = sub.add_parser("apply-delta", help="write a fine-tuned model folder: base model + `finetune` slices",
                        description="Apply a delta from `finetune` to its base model and save the result as a "
                                    "model folder that every command takes as --model.")
-    add_model_options(a)
+    options.add_model_options(a)
     a.add_argument("delta", help="delta file from `finetune`")
     a.add_argument("--force", action="store_true", help="apply even if the model id or revision differs")
     a.add_argument("-o", "--output", required=True, help="new model folder (must not exist)")
@@ -479,7 +467,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--no-perplexity", action="store_true", help="skip the perplexity matrix")
     d.add_argument("--output-dir", default="runs/demo", help="where results go (default runs/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_threads_option(d)
+    options.add_threads_option(d)
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -494,14 +482,14 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input ends with exit code 2 and one line on stderr."""
-    argv = quote_signed(sys.argv[1:] if argv is None else argv)
+    argv = options.quote_signed(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return int(e.code or 0)
     try:
-        check_numbers(args)
+        options.check_numbers(args)
         if args.command in ("evaluate", "compare") and getattr(args, "output_dir", None):
             check_output(args.output_dir, option="--output-dir", folder=True)
         with warnings.catch_warnings():
@@ -509,9 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             _join_ranks()
             if hasattr(args, "threads"):
-                from langneurons.cli.options import set_threads
-
-                set_threads(args.threads)
+                options.set_threads(args.threads)
             args.func(args)
     except LangNeuronsError as e:
         print(f"langneurons: error: {e}", file=sys.stderr)

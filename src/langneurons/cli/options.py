@@ -172,8 +172,11 @@ def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> t
                       device_map=getattr(args, "device_map", None))
 
 
-def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) -> None:
-    """Options that say how to steer (the forcing grid builds its own expressions per cell)."""
+def add_steering_options(p: argparse.ArgumentParser, target_mode: str | None = None) -> None:
+    """Options that say how to steer: an expression (--steer), or, with `target_mode`, a setting relative to each
+    prompt's source and target language (forcing and translation: --mode, with that default, and --top-rate;
+    `forcing_setting` reads them)."""
+    expression = target_mode is None
     p.add_argument("--neurons", help="neuron set file (from `identify`)")
     p.add_argument("--stats", help="statistics file (from `collect`): means for add/replace/diffmean/residual")
     if expression:
@@ -191,6 +194,23 @@ def add_steering_options(p: argparse.ArgumentParser, expression: bool = True) ->
     p.add_argument("--layers", help="edit only these layers, first-last inclusive (e.g. 12-17)")
     p.add_argument("--generated-only", action="store_true", help="leave the prompt's tokens unedited")
     p.add_argument("--calibrated", help="calibration file (from `calibrate`): per-target method and strength")
+    if not expression:
+        p.add_argument("--mode", default=target_mode, choices=["activate", "deactivate-source"],
+                       help=f"activate the target's neurons only, or deactivate the source language's first (default "
+                            f"{target_mode})")
+        p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
+
+
+def forcing_setting(args: argparse.Namespace, method: str | None = None, strength: float | None = None) -> Any:
+    """The `ForcingSetting` that the target steering options describe; `method` and `strength` (an item of a
+    sweep) replace --method and --alpha. The default strength is that of expressions: 1, or 2 for scale."""
+    from langneurons.steering.config import ForcingSetting
+
+    method = method or args.method
+    alpha = strength if strength is not None else args.alpha
+    return ForcingSetting(method, alpha if alpha is not None else (2.0 if method == "scale" else 1.0), args.top_rate,
+                          args.mode == "deactivate-source", args.value, parse_layers(args.layers),
+                          args.generated_only)
 
 
 def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40) -> None:

@@ -8,15 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langneurons.cli.options import (
-    add_generation_options,
-    add_model_options,
-    add_steering_options,
-    decoding_from_args,
-    load_inputs,
-    parse_languages,
-    parse_layers,
-)
+from langneurons.cli import options
 from langneurons.core.checks import check_output
 from langneurons.core.errors import LangNeuronsError
 
@@ -38,7 +30,7 @@ def check_steering(args: argparse.Namespace) -> None:
     from langneurons.steering.config import SteeringConfig
 
     config = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
-                                            args.beta, parse_layers(args.layers), args.generated_only)
+                                            args.beta, options.parse_layers(args.layers), args.generated_only)
     if args.calibrated:
         return
     if args.neurons and (config.method != "residual" or config.deactivate):
@@ -75,14 +67,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from langneurons.steering.edits import steer
     from langneurons.steering.generation import generate
 
-    decoding = decoding_from_args(args)
-    model, tok, neurons, stats = load_inputs(args)
+    decoding = options.decoding_from_args(args)
+    model, tok, neurons, stats = options.load_inputs(args)
     decoding = decoding.resolved(tok)
     fmt = decoding.prompt_format
     prompts += [question_prompt(q, fmt) for q in asked]
     baseline = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
     with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
-               deactivation=args.deactivation, beta=args.beta, layers=parse_layers(args.layers),
+               deactivation=args.deactivation, beta=args.beta, layers=options.parse_layers(args.layers),
                generated_only=args.generated_only, calibrated=args.calibrated) as s:
         steered = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
         described = s.config.describe()
@@ -112,7 +104,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     check_output(args.output, [args.stats], kind=KIND)
     langs = read_meta(args.stats, "stats").get("languages", [])
     for option in ("targets", "sources"):
-        missing = [x for x in parse_languages(getattr(args, option)) or [] if x not in langs]
+        missing = [x for x in options.parse_languages(getattr(args, option)) or [] if x not in langs]
         if missing:
             raise LangNeuronsError(f"--{option} {', '.join(missing)}: not in {args.stats} (it has {', '.join(langs)});"
                                    " choose among those or collect statistics for them")
@@ -123,10 +115,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         loaded = load_questions(args.questions_file)
         split = "dev" if any(q["dev"] for q in loaded.values()) else "all"
         question_set = {lang: q[split] for lang, q in loaded.items()}
-    decoding = decoding_from_args(args)
-    model, tok, _, stats = load_inputs(args, need_stats=True)
-    targets = parse_languages(args.targets) or stats.languages
-    cal = calibrate(model, tok, stats, targets, sources=parse_languages(args.sources), keep=args.keep,
+    decoding = options.decoding_from_args(args)
+    model, tok, _, stats = options.load_inputs(args, need_stats=True)
+    targets = options.parse_languages(args.targets) or stats.languages
+    cal = calibrate(model, tok, stats, targets, sources=options.parse_languages(args.sources), keep=args.keep,
                     decoding=decoding, identifier=args.identifier, progress=not args.quiet, question_set=question_set)
     cal.save(args.output)
     for target in cal.meta.get("failed", {}):
@@ -147,10 +139,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     if Path(args.output).suffix not in (".pt", ".pth"):
         raise LangNeuronsError(f"-o {args.output}: the harness reads steering files named *.pt; name the output *.pt")
     config = SteeringConfig.load(args.setting) if args.setting else None
-    model, _, neurons, stats = load_inputs(args)
+    model, _, neurons, stats = options.load_inputs(args)
     steering = build_steering(model, neurons, stats, args.steer, config=config, method=args.method, alpha=args.alpha,
                               value=args.value, deactivation=args.deactivation, beta=args.beta,
-                              layers=parse_layers(args.layers), generated_only=args.generated_only,
+                              layers=options.parse_layers(args.layers), generated_only=args.generated_only,
                               calibrated=args.calibrated)
     info = export_steering(steering, args.output, args.format)
     print(f"kept: {info['kept']}; dropped: {', '.join(info['dropped']) or 'nothing'}")
@@ -162,20 +154,20 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     (for its options) only if `selected(task)`."""
     g = sub.add_parser("generate", help="baseline and steered outputs side by side",
                        description="Generate from prompts without and with steering, with the identified language.")
-    add_model_options(g)
-    add_steering_options(g)
+    options.add_model_options(g)
+    options.add_steering_options(g)
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompts-file", help="one prompt per line ('\\n' for a newline)")
     g.add_argument("--questions", help="use the built-in questions of this language (as Q:/A: prompts in the plain "
                                        "format, as the user's message in the chat format)")
-    add_generation_options(g)
+    options.add_generation_options(g)
     g.add_argument("-o", "--output", help="also write the rows as JSONL")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("calibrate", help="choose the steering setting per target language on dev prompts",
                        description="Per target: method, strength, neuron share and layers with the highest fluent "
                                    "success on the dev questions (successive halving over candidates).")
-    add_model_options(c)
+    options.add_model_options(c)
     c.add_argument("--stats", required=True, help="statistics file (LAPE is rerun at each neuron share)")
     c.add_argument("--targets", help="comma-separated (default: the statistics' languages)")
     c.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
@@ -183,24 +175,22 @@ def add_parsers(sub: Any, selected: Callable[[str], bool] = lambda _name: True) 
     c.add_argument("--questions-file",
                    help="tune on your own questions: JSONL lines {lang, question, split?} (the 'dev' ones if any, "
                         "else all) or JSON like the built-in set")
-    add_generation_options(c)
+    options.add_generation_options(c)
     c.add_argument("-o", "--output", default="calibration.json", help="calibration file")
     c.set_defaults(func=cmd_calibrate)
 
     x = sub.add_parser("export", help="write a steering setting in another tool's format (lm-eval-steer)",
                        description="Write the additive part of a steering setting as lm-evaluation-harness's "
                                    "`steered` model file (.pt); deactivation, scale and replace are dropped.")
-    add_model_options(x)
-    add_steering_options(x)
+    options.add_model_options(x)
+    options.add_steering_options(x)
     x.add_argument("--setting", help="saved steering settings (JSON) instead of --steer")
     x.add_argument("--format", default="lm-eval-steer", choices=["lm-eval-steer"], help="output format")
     x.add_argument("-o", "--output", default="steer.pt", help="output file (default steer.pt)")
     x.set_defaults(func=cmd_export)
 
     from langneurons.cli.evaluate import TASKS, task_module
-    from langneurons.cli.options import module_help
-
-    helps = {name: module_help(module) for name, module in TASKS.items()}
+    helps = {name: options.module_help(module) for name, module in TASKS.items()}
     e = sub.add_parser("evaluate", help="evaluation tasks (--list shows them)",
                        description="Run an evaluation task; `langneurons evaluate TASK --help` explains its options.")
     e.add_argument("--list", action="store_true", help="list the tasks")

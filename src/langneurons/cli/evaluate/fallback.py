@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli.options import (
-    add_generation_options,
-    add_model_options,
-    decoding_from_args,
-    load_inputs,
-    parse_languages,
-)
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
 TASK_MODULE = "langneurons.tasks.fallback"
@@ -21,12 +15,12 @@ SUMMARY = "deactivate languages one after another: which language does the model
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate fallback`."""
-    add_model_options(p)
+    options.add_model_options(p)
     p.add_argument("--neurons", required=True, help="neuron set file")
     p.add_argument("--language", required=True, help="language of the prompts (built-in questions)")
     p.add_argument("--order", help="languages to deactivate, in order (default: the prompt language, then the rest)")
     p.add_argument("--value", type=float, default=0.0, help="value deactivated neurons are set to")
-    add_generation_options(p)
+    options.add_generation_options(p)
     p.add_argument("--output-dir", default="runs/fallback", help="results folder")
 
 
@@ -34,12 +28,12 @@ def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate fallback`."""
     from langneurons.tasks.fallback import run_fallback
 
-    decoding = decoding_from_args(args)
-    model, tok, neurons, _ = load_inputs(args)
+    decoding = options.decoding_from_args(args)
+    model, tok, neurons, _ = options.load_inputs(args)
     if neurons is None:
         raise LangNeuronsError("fallback needs --neurons (a neuron set file from `identify`)")
-    result = run_fallback(model, tok, neurons, args.language, order=parse_languages(args.order), value=args.value,
-                          decoding=decoding, identifier=args.identifier, progress=not args.quiet)
+    result = run_fallback(model, tok, neurons, args.language, order=options.parse_languages(args.order),
+                          value=args.value, decoding=decoding, identifier=args.identifier, progress=not args.quiet)
     files = result.save(args.output_dir)
     for step in result.steps:
         top = sorted(step["distribution"].items(), key=lambda kv: -kv[1])[:4]

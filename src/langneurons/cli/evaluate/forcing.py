@@ -7,15 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from langneurons.cli.options import (
-    add_generation_options,
-    add_model_options,
-    add_steering_options,
-    decoding_from_args,
-    load_inputs,
-    parse_languages,
-    parse_layers,
-)
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
 TASK_MODULE = "langneurons.tasks.forcing"
@@ -24,37 +16,29 @@ SUMMARY = "source x target grid: is the steered answer in the target language (a
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate forcing`."""
-    add_model_options(p)
-    add_steering_options(p, expression=False)
+    options.add_model_options(p)
+    options.add_steering_options(p, target_mode="deactivate-source")
     p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
     p.add_argument("--targets", help="target languages (default: the statistics' languages)")
-    p.add_argument("--mode", default="deactivate-source", choices=["activate", "deactivate-source"],
-                   help="activate the target only, or deactivate the source first (default)")
     p.add_argument("--sweep", help="settings to compare, e.g. 'add:1,2,4 replace diffmean:1.5'")
-    p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
     p.add_argument("--split", default="eval", choices=["eval", "dev", "all"], help="question split (default eval)")
     p.add_argument("--questions-file",
                    help="your own questions: JSONL lines {lang, question, split?} or JSON like the built-in set")
     p.add_argument("--no-baseline", action="store_true", help="skip the unsteered outputs")
-    add_generation_options(p)
+    options.add_generation_options(p)
     p.add_argument("--output-dir", default="runs/forcing", help="results folder")
 
 
 def _sweep(args: argparse.Namespace) -> list[Any]:
     """--sweep 'add:1,2 replace diffmean:1.5' (or the single --method/--alpha) as forcing settings."""
-    from langneurons.steering.config import ForcingSetting
-
-    deactivate = args.mode == "deactivate-source"
-    common = {"deactivate_source": deactivate, "value": args.value, "layers": parse_layers(args.layers),
-              "generated_only": args.generated_only, "top_rate": args.top_rate}
     if not args.sweep:
-        return [ForcingSetting(args.method, args.alpha if args.alpha is not None else 1.0, **common)]
+        return [options.forcing_setting(args)]
     out = []
     for item in args.sweep.split():
         method, _, strengths = item.partition(":")
         for strength in (strengths.split(",") if strengths else ["1"]):
             try:
-                out.append(ForcingSetting(method, float(strength), **common))
+                out.append(options.forcing_setting(args, method, float(strength)))
             except ValueError:
                 raise LangNeuronsError(f"--sweep item {item!r}: write method:strength,strength") from None
     return out
@@ -65,11 +49,11 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.data.prompts import load_questions
     from langneurons.tasks.forcing import run_forcing
 
-    decoding = decoding_from_args(args)
-    model, tok, neurons, stats = load_inputs(args)
+    decoding = options.decoding_from_args(args)
+    model, tok, neurons, stats = options.load_inputs(args)
     langs = stats.languages if stats is not None else (neurons.languages if neurons is not None else None)
-    sources = parse_languages(args.sources) or langs
-    targets = parse_languages(args.targets) or langs
+    sources = options.parse_languages(args.sources) or langs
+    targets = options.parse_languages(args.targets) or langs
     if not sources or not targets:
         raise LangNeuronsError("give --sources and --targets, or --stats/--neurons to take their languages")
     if args.calibrated:

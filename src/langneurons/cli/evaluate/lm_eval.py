@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
+from langneurons.cli import options
 
 TASK_MODULE = "langneurons.tasks.harness"
 SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*, ...): baseline vs steered"
@@ -15,8 +15,8 @@ SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate lm-eval`."""
-    add_model_options(p)
-    add_steering_options(p)
+    options.add_model_options(p)
+    options.add_steering_options(p)
     p.add_argument("--tasks", required=True, help="harness tasks, comma-separated (e.g. belebele_deu_Latn,xnli_de)")
     p.add_argument("--activate", help="also one steered run per language, comma-separated: '+Y' for each")
     p.add_argument("--setting", help="also a steered run with these saved steering settings (JSON)")
@@ -35,17 +35,17 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.tasks.harness import _harness, run_lm_eval, task_specs
 
     _harness()
-    tasks = parse_languages(args.tasks) or []
+    tasks = options.parse_languages(args.tasks) or []
     steerings: list[Any] = [args.steer] if args.steer else []
-    steerings += [f"+{lang}" for lang in parse_languages(args.activate) or []]
+    steerings += [f"+{lang}" for lang in options.parse_languages(args.activate) or []]
     if args.setting:
         steerings.append(args.setting)
     task_specs(tasks, args.data)  # bad task names or data before the model loads
-    model, tok, neurons, stats = load_inputs(args)
+    model, tok, neurons, stats = options.load_inputs(args)
     result = run_lm_eval(model, tok, tasks, steerings, neurons, stats, calibrated=args.calibrated, data=args.data,
                          limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
                          output_dir=args.output_dir, log_samples=args.log_samples, progress=not args.quiet,
                          method=args.method, alpha=args.alpha, value=args.value, deactivation=args.deactivation,
-                         beta=args.beta, layers=parse_layers(args.layers), generated_only=args.generated_only)
+                         beta=args.beta, layers=options.parse_layers(args.layers), generated_only=args.generated_only)
     print(result.table())
     print("wrote " + ", ".join(str(p) for p in result.files.values()))

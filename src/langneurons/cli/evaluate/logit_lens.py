@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from langneurons.cli.options import add_model_options, add_steering_options, load_inputs, parse_languages, parse_layers
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.prompts import SPLITS
 
@@ -31,8 +31,8 @@ def read_prompts(path: str | Path) -> dict[str, list[str]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate logit-lens`."""
-    add_model_options(p)
-    add_steering_options(p)
+    options.add_model_options(p)
+    options.add_steering_options(p)
     p.add_argument("--languages", help="comma-separated prompt languages (default: the prompts file's, else the "
                                        "neuron set's, else en,de,fr,es,ru,ar,hi,zh,ja,ko)")
     p.add_argument("--prompts-file", help="JSON {language: [prompt, ...]} used verbatim instead of the built-in "
@@ -51,14 +51,13 @@ _SHORT = {"Latin": "Lat", "Cyrillic": "Cyr", "Arabic": "Ara", "Devanagari": "Dev
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate logit-lens`."""
     from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
-    from langneurons.cli.options import format_table
     from langneurons.steering.config import SteeringConfig
     from langneurons.tasks.logit_lens import builtin_prompts, run_logit_lens
 
     if args.calibrated:
         raise LangNeuronsError("--calibrated is not supported by the logit lens; give --steer with --method")
-    model, tok, neurons, stats = load_inputs(args)
-    languages = parse_languages(args.languages)
+    model, tok, neurons, stats = options.load_inputs(args)
+    languages = options.parse_languages(args.languages)
     if args.prompts_file:
         prompts = read_prompts(args.prompts_file)
         if languages:
@@ -72,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
     steering = None
     if args.steer:
         steering = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
-                                                  args.beta, parse_layers(args.layers), args.generated_only)
+                                                  args.beta, options.parse_layers(args.layers), args.generated_only)
     result = run_logit_lens(model, tok, prompts, top_k=args.top_k, steering=steering, neurons=neurons, stats=stats,
                             batch_size=args.batch_size, progress=not args.quiet)
     files = result.save(args.output_dir)
@@ -87,5 +86,5 @@ def main(args: argparse.Namespace) -> None:
                 row[lang] = f"{_SHORT[top]} {shares[top]:.2f} H{steps[layer]['entropy']:.1f}"
             rows.append(row)
         print(f"{name}: most common script of the top-{args.top_k} candidates (share), mean entropy H (nats)")
-        print(format_table(rows) + "\n")
+        print(options.format_table(rows) + "\n")
     print("wrote " + ", ".join(str(p) for p in files.values()))

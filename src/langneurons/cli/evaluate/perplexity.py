@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from langneurons.tasks.perplexity import PerplexityResult
 
-from langneurons.cli.options import add_model_options, load_inputs, parse_languages
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 from langneurons.steering.methods import DEACTIVATIONS
 
@@ -20,7 +20,7 @@ SUMMARY = "deactivate each language's neurons: next-token loss on every language
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate perplexity`."""
-    add_model_options(p)
+    options.add_model_options(p)
     p.add_argument("--neurons", required=True, help="neuron set file (from `identify`)")
     p.add_argument("--corpus", default="udhr",
                    help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
@@ -52,7 +52,6 @@ def _signed(value: float | None) -> str:
 
 def _table(result: PerplexityResult, name: str) -> str:
     """The set's delta matrix as text: baseline NLL first, then one row per deactivated language."""
-    from langneurons.cli.options import format_table
     from langneurons.tasks.perplexity import matrix_summary
 
     rows = [{"": "baseline NLL", **{y: f"{v:.3f}" for y, v in result.baseline.items()}}]
@@ -62,7 +61,7 @@ def _table(result: PerplexityResult, name: str) -> str:
     missed = [x for x, p in s["per_language"].items() if not p["own_hurt_most"]]
     return "\n".join([
         f"ΔNLL with {result.sets[name]} neurons deactivated (rows) on held-out text (columns)",
-        format_table(rows),
+        options.format_table(rows),
         f"diagonal mean {_signed(s['diagonal_mean'])}, off-diagonal mean {_signed(s['off_diagonal_mean'])}, "
         f"ratio {ratio}; "
         f"own language hurt most for {s['own_hurt_most']}/{len(result.deactivated)}"
@@ -72,16 +71,15 @@ def _table(result: PerplexityResult, name: str) -> str:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate perplexity`."""
-    from langneurons.cli.options import build_corpus
     from langneurons.tasks.perplexity import run_perplexity
 
     for name in ("max_tokens", "batch_size", "window"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise LangNeuronsError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    model, tok, neurons, _ = load_inputs(args)
-    languages = parse_languages(args.languages) or list(neurons.languages)
+    model, tok, neurons, _ = options.load_inputs(args)
+    languages = options.parse_languages(args.languages) or list(neurons.languages)
     args.languages = ",".join(languages)
-    result = run_perplexity(model, tok, neurons, build_corpus(args), languages, value=args.value,
+    result = run_perplexity(model, tok, neurons, options.build_corpus(args), languages, value=args.value,
                             method=args.deactivation, beta=args.beta, control=not args.no_control, seed=args.seed,
                             max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size,
                             output_dir=args.output_dir, fresh=args.fresh, progress=not args.quiet)

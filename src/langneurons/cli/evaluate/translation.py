@@ -9,15 +9,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from langneurons.cli.options import (
-    add_generation_options,
-    add_model_options,
-    add_steering_options,
-    decoding_from_args,
-    load_inputs,
-    parse_languages,
-    parse_layers,
-)
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
 if TYPE_CHECKING:
@@ -31,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate translation`."""
     from langneurons.tasks.translation import DEFAULT_TEMPLATE
 
-    add_model_options(p)
-    add_steering_options(p, expression=False)
+    options.add_model_options(p)
+    options.add_steering_options(p, target_mode="activate")
     p.add_argument("--pairs", help="source-target pairs, e.g. en-de,en-fr")
     p.add_argument("--source", help="source language (with --targets, instead of --pairs)")
     p.add_argument("--targets", help="target languages, e.g. de,fr,ru,zh,ar")
@@ -47,12 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'Translate from {src_name} to {tgt_name}.\\n{src_name}: {source}\\n{tgt_name}:')")
     p.add_argument("--shots", type=int, default=0, help="example translations before the prompt (default 0)")
     p.add_argument("--names", help="language names for prompts, e.g. 'de=German,xx=Name' (built in for 33 codes)")
-    p.add_argument("--mode", default="activate", choices=["activate", "deactivate-source"],
-                   help="steered: activate the target only (default; also with --calibrated) or deactivate the "
-                        "source first")
-    p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
     p.add_argument("--baseline-only", action="store_true", help="only the unsteered translations")
-    add_generation_options(p, max_new_tokens=256)
+    options.add_generation_options(p, max_new_tokens=256)
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing the samples file")
     p.add_argument("--no-plot", action="store_true", help="skip the bar plot")
     p.add_argument("--output-dir", default="runs/translation", help="results folder (default runs/translation)")
@@ -65,7 +53,7 @@ def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise LangNeuronsError("give --pairs or --source/--targets, not both")
     if args.pairs:
         return parse_pairs(args.pairs)
-    targets = parse_languages(args.targets)
+    targets = options.parse_languages(args.targets)
     if not args.source or not targets:
         raise LangNeuronsError("give --pairs en-de,en-fr or --source en --targets de,fr")
     return [(args.source, t) for t in targets]
@@ -84,8 +72,6 @@ def _names(text: str | None) -> dict[str, str] | None:
 
 
 def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSetting | dict[str, ForcingSetting] | None:
-    from langneurons.steering.config import ForcingSetting
-
     if args.baseline_only:
         return None
     deactivate = args.mode == "deactivate-source"
@@ -94,9 +80,7 @@ def _steering(args: argparse.Namespace, targets: Sequence[str]) -> ForcingSettin
 
         cal = Calibration.load(args.calibrated)
         return {t: dataclasses.replace(cal.setting(t), deactivate_source=deactivate) for t in targets}
-    return ForcingSetting(args.method, args.alpha if args.alpha is not None else (2.0 if args.method == "scale"
-                          else 1.0), args.top_rate, deactivate, args.value, parse_layers(args.layers),
-                          args.generated_only)
+    return options.forcing_setting(args)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -105,16 +89,14 @@ def main(args: argparse.Namespace) -> None:
 
     pairs = _pairs(args)
     steering = _steering(args, [t for _, t in pairs])
-    decoding = decoding_from_args(args)
-    model, tok, neurons, stats = load_inputs(args)
+    decoding = options.decoding_from_args(args)
+    model, tok, neurons, stats = options.load_inputs(args)
     result = run_translation(
         model, tok, neurons, stats, pairs, data=args.data, output_dir=args.output_dir, n=args.n or None,
         steering=steering, split=args.split, template=args.template.replace("\\n", "\n"), shots=args.shots,
         names=_names(args.names), decoding=decoding, identifier=args.identifier, fresh=args.fresh,
         plot=not args.no_plot, progress=not args.quiet,
     )
-    from langneurons.cli.options import format_table
-
     rows = []
     for name, cell in result.summary["pairs"].items():
         row = {"pair": name}
@@ -124,7 +106,7 @@ def main(args: argparse.Namespace) -> None:
         if "delta" in cell:
             row.update({"delta chrF": f"{cell['delta']['chrf']:+.1f}", "delta BLEU": f"{cell['delta']['bleu']:+.1f}"})
         rows.append(row)
-    print(format_table(rows))
+    print(options.format_table(rows))
     for name, cell in result.summary["pairs"].items():
         print(f"{name}: chrF {cell['signatures']['chrf']}\n{' ' * len(name)}  BLEU {cell['signatures']['bleu']}")
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
