@@ -140,3 +140,15 @@ def test_cyrillic_with_russian_only_letters_is_russian() -> None:
     found = {t: ident.identify([t])[0] for t in ["Мы были в Москве.", "Ми були в Києві.", "Это было вчера."]}
     assert found["Ми були в Києві."].language == "uk"  # Ukrainian letters (ї): left alone
     assert all(found[t].language == "ru" for t in ("Мы были в Москве.", "Это было вчера."))
+
+
+@pytest.mark.parametrize(("letter", "script"), [
+    ("a", "Latn"), ("ɐ", "Latn"), ("Ａ", "Latn"), ("ж", "Cyrl"), ("ω", "Grek"), ("ש", "Hebr"), ("ب", "Arab"),
+    ("क", "Deva"), ("ก", "Thai"), ("한", "Hang"), ("ㄱ", "Hang"), ("あ", "Kana"), ("ｱ", "Kana"), ("ー", "Kana"),
+    ("中", "Hani"), ("𠀀", "Hani"), ("Ⲁ", "other"), ("µ", "other"),
+])
+def test_script_of_a_letter(letter: str, script: str) -> None:
+    """The script comes from the letter's Unicode name (full- and half-width forms as their script)."""
+    from langneurons.tasks.lid import _script
+
+    assert _script(letter) == script

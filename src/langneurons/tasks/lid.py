@@ -15,7 +15,7 @@ mostly written in Han, kana, Hangul, Cyrillic, Arabic or Devanagari the label of
 from __future__ import annotations
 
 import functools
-from bisect import bisect_right
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,7 +97,7 @@ def _han_rule(text: str, found: Identified) -> Identified:
     """Correct fastText's zh/ja confusion by the presence of kana (see `FastTextIdentifier`)."""
     if found.language not in ("ja", "zh"):
         return found
-    counts = Counter(_script(ord(c)) for c in text if c.isalpha())
+    counts = Counter(_script(c) for c in text if c.isalpha())
     han, kana = counts["Hani"], counts["Kana"]
     share = (han + kana) / sum(counts.values())
     if found.language == "ja" and han and not kana:
@@ -124,7 +124,7 @@ _ONLY_RUSSIAN, _NOT_RUSSIAN = set("ыэёЫЭЁ"), set("іїєґўјљњћџІЇ
 
 def _script_rule(text: str, found: Identified) -> Identified:
     """Give text mostly in a checked script a label of that script (see `FastTextIdentifier`)."""
-    counts = Counter(_script(ord(c)) for c in text if c.isalpha())
+    counts = Counter(_script(c) for c in text if c.isalpha())
     total = sum(counts.values())
     kana = counts.pop("Kana", 0)
     counts["Hani"] += kana  # Japanese mixes kana and Han: judge them as one script
@@ -158,34 +158,10 @@ def _fasttext_detect() -> Callable[[str], list[dict[str, Any]]]:
     return functools.partial(detector.detect, model="lite")
 
 
-# Unicode blocks of the scripts ScriptIdentifier knows, as (first, last, script) code points; sorted, disjoint.
-_BLOCKS = [
-    (0x0041, 0x024F, "Latn"),  # Basic Latin letters, Latin-1, Latin Extended-A/B
-    (0x0370, 0x03FF, "Grek"),
-    (0x0400, 0x052F, "Cyrl"),
-    (0x0590, 0x05FF, "Hebr"),
-    (0x0600, 0x06FF, "Arab"),
-    (0x0750, 0x077F, "Arab"),
-    (0x08A0, 0x08FF, "Arab"),
-    (0x0900, 0x097F, "Deva"),
-    (0x0E00, 0x0E7F, "Thai"),
-    (0x1100, 0x11FF, "Hang"),
-    (0x1E00, 0x1EFF, "Latn"),  # Latin Extended Additional (Vietnamese)
-    (0x1F00, 0x1FFF, "Grek"),
-    (0x3040, 0x30FF, "Kana"),  # Hiragana and Katakana
-    (0x3130, 0x318F, "Hang"),
-    (0x31F0, 0x31FF, "Kana"),
-    (0x3400, 0x4DBF, "Hani"),
-    (0x4E00, 0x9FFF, "Hani"),
-    (0xAC00, 0xD7AF, "Hang"),
-    (0xF900, 0xFAFF, "Hani"),
-    (0xFB50, 0xFDFF, "Arab"),
-    (0xFE70, 0xFEFF, "Arab"),
-    (0xFF21, 0xFF5A, "Latn"),  # full-width Latin
-    (0xFF66, 0xFF9F, "Kana"),  # half-width Katakana
-    (0x20000, 0x2FA1F, "Hani"),
-]
-_STARTS = [first for first, _, _ in _BLOCKS]
+# The scripts ScriptIdentifier knows, by the first word of a letter's Unicode name ("CYRILLIC SMALL LETTER A").
+_NAME_SCRIPTS = {"LATIN": "Latn", "GREEK": "Grek", "CYRILLIC": "Cyrl", "HEBREW": "Hebr", "ARABIC": "Arab",
+                 "DEVANAGARI": "Deva", "THAI": "Thai", "HANGUL": "Hang", "HIRAGANA": "Kana", "KATAKANA": "Kana",
+                 "CJK": "Hani"}
 _SCRIPT_LANGUAGE = {
     "Cyrl": "ru", "Arab": "ar", "Deva": "hi", "Thai": "th", "Grek": "el", "Hebr": "he", "Hang": "ko",
     "Latn": "und-Latn", "other": "und",
@@ -210,7 +186,7 @@ class ScriptIdentifier:
 
     @staticmethod
     def _one(text: str) -> Identified:
-        counts = Counter(_script(ord(c)) for c in text if c.isalpha())
+        counts = Counter(_script(c) for c in text if c.isalpha())
         total = sum(counts.values())
         if not total:
             return UNIDENTIFIED
@@ -222,12 +198,14 @@ class ScriptIdentifier:
         return Identified(_SCRIPT_LANGUAGE[script], n / total)
 
 
-def _script(code: int) -> str:
-    """The script of a letter's code point ("other" outside the known blocks)."""
-    i = bisect_right(_STARTS, code) - 1
-    if i >= 0 and code <= _BLOCKS[i][1]:
-        return _BLOCKS[i][2]
-    return "other"
+@functools.lru_cache(maxsize=4096)
+def _script(letter: str) -> str:
+    """The script of a letter by its Unicode name ("other" for scripts not in `_NAME_SCRIPTS`); full- and
+    half-width forms count as their script."""
+    words = unicodedata.name(letter, "other").replace("-", " ").split()
+    if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1:
+        words = words[1:]
+    return _NAME_SCRIPTS.get(words[0], "other")
 
 
 def _checked(texts: Sequence[str]) -> Sequence[str]:
