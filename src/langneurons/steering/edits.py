@@ -253,44 +253,41 @@ class _Hooks:
     """
 
     def __init__(self, model: PreTrainedModel, sites: NeuronSites, tables: dict, residual: dict, prompt: bool = True):
-        self._cache: dict[tuple[int, str, torch.device, torch.dtype], torch.Tensor] = {}
-        phase = {"gen": (tables, residual), "prompt": (tables, residual) if prompt else ({}, {})}
+        self._cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._prompt = prompt
         self._hooks = Hooks(sites, phase=None if prompt else model)
         try:
-            for layer in tables:
-                self._hooks.edit(sites.acts[layer], self._neuron_hook(layer, phase))
-            for layer in residual:
-                self._hooks.edit(sites.layers[layer], self._residual_hook(layer, phase))
+            for layer, (scale, shift) in tables.items():
+                self._hooks.edit(sites.acts[layer], self._neuron_hook(scale, shift))
+            for layer, delta in residual.items():
+                self._hooks.edit(sites.layers[layer], self._residual_hook(delta))
         except BaseException:
             self.remove()
             raise
 
-    def _get(self, key: tuple[int, str], value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        full = (*key, like.device, like.dtype)
-        if full not in self._cache:
-            self._cache[full] = value.to(like.device, like.dtype)
-        return self._cache[full]
+    def _placed(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """`value` on `like`'s device and dtype, converted once."""
+        key = (id(value), like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = value.to(like.device, like.dtype)
+        return self._cache[key]
 
-    def _neuron_hook(self, layer: int, phase: dict):
+    def _idle(self) -> bool:
+        return not self._prompt and self._hooks.prompt_phase
+
+    def _neuron_hook(self, scale: torch.Tensor, shift: torch.Tensor):
         def hook(a: torch.Tensor) -> torch.Tensor | None:
-            name = "prompt" if self._hooks.prompt_phase else "gen"
-            table = phase[name][0].get(layer)
-            if table is None:
+            if self._idle():
                 return None
-            scale, shift = (self._get((layer, f"{name}{i}"), t, a) for i, t in enumerate(table))
             if a.requires_grad:  # keep autograd intact
-                return a * scale + shift
-            return a.mul_(scale).add_(shift)
+                return a * self._placed(scale, a) + self._placed(shift, a)
+            return a.mul_(self._placed(scale, a)).add_(self._placed(shift, a))
 
         return hook
 
-    def _residual_hook(self, layer: int, phase: dict):
+    def _residual_hook(self, delta: torch.Tensor):
         def hook(h: torch.Tensor) -> torch.Tensor | None:
-            name = "prompt" if self._hooks.prompt_phase else "gen"
-            delta = phase[name][1].get(layer)
-            if delta is None:
-                return None
-            return h + self._get((layer, f"{name}r"), delta, h)
+            return None if self._idle() else h + self._placed(delta, h)
 
         return hook
 

@@ -41,11 +41,11 @@ def calibrate(
     targets: Sequence[str],
     sources: Sequence[str] | None = None,
     candidates: Sequence[ForcingSetting] | None = None,
+    question_set: Mapping[str, Sequence[str]] | None = None,
     keep: int = 2,
     decoding: Decoding = Decoding(),
     identifier: str = "fasttext",
     progress: bool = True,
-    question_set: Mapping[str, Sequence[str]] | None = None,
 ) -> Calibration:
     """Choose a setting per target by fluent success of prompts from `sources` (default: the statistics'
     languages) on the dev questions (or `question_set`: language -> questions). Ties go to the lower NLL under the
