@@ -26,7 +26,7 @@ SCRIPT_LANGUAGE = {"Hani": "zh", "Hang": "ko", "Arab": "ar", "Deva": "hi", "Cyrl
 
 def dominant_script(text: str) -> tuple[str, float]:
     """The script of most letters (kana counted with Han) and its share of the letters."""
-    counts = Counter(_script(ord(c)) for c in text if c.isalpha())
+    counts = Counter(_script(c) for c in text if c.isalpha())
     total = sum(counts.values())
     if not total:
         return "none", 0.0
@@ -38,7 +38,7 @@ def dominant_script(text: str) -> tuple[str, float]:
 def suggest(text: str) -> str:
     script, _ = dominant_script(text)
     if script == "Hani":
-        return "ja" if any(_script(ord(c)) == "Kana" for c in text) else "zh"
+        return "ja" if any(_script(c) == "Kana" for c in text) else "zh"
     if script == "Cyrl" and set(text) & set("іїєґІЇЄҐ"):
         return "uk"
     return SCRIPT_LANGUAGE.get(script, "?")

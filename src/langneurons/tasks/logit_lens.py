@@ -50,7 +50,7 @@ BASELINE = "baseline"
 def token_script(text: str) -> str:
     """The script most letters of `text` are written in (one of `SCRIPTS`; Hiragana and Katakana are "Kana"),
     "none" if it has no letter; a tie goes to the script met first."""
-    counts = Counter(_NAMES.get(_script(ord(c)), "other") for c in text if c.isalpha())
+    counts = Counter(_NAMES.get(_script(c), "other") for c in text if c.isalpha())
     return counts.most_common(1)[0][0] if counts else "none"
 
 
