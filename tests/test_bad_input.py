@@ -323,7 +323,7 @@ def test_calibration_where_no_candidate_succeeds(root, monkeypatch):
 
 
 def test_text_without_blank_lines_has_no_heldout_part(tmp_path):
-    from langneurons.data.corpus import text_files
+    from langneurons.data.files import text_files
 
     (tmp_path / "en.txt").write_text("\n".join(SAMPLE["en"] * 20), "utf-8")  # one paragraph per line
     corpus = text_files(tmp_path)

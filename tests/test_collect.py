@@ -13,7 +13,8 @@ from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import pack_windows
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 

@@ -12,7 +12,7 @@ from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import heldout_windows
+from langneurons.data.windows import heldout_windows
 from langneurons.identify import collect_relevance
 from langneurons.report.report import build_report
 from langneurons.steering.edits import steer

@@ -11,7 +11,7 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import udhr_articles
+from langneurons.data.udhr import udhr_articles
 from langneurons.steering.config import ForcingSetting
 from langneurons.steering.edits import steer
 from langneurons.steering.generation import generate

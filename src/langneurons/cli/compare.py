@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.cli.options import build_corpus, format_table, load_model_from_args, parse_languages
     from langneurons.core.distributed import is_main
     from langneurons.core.provenance import check_same_model, model_meta
-    from langneurons.data.corpus import heldout_windows
+    from langneurons.data.windows import heldout_windows
     from langneurons.identify.neurons import NeuronSet
     from langneurons.stats.activation import ActivationStats
     from langneurons.stats.relevance import RelevanceStats

@@ -24,7 +24,8 @@ from langneurons.core.lm import decoder_body, embedding_weight
 from langneurons.core.models import model_placement
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, describe_start, pack_windows, window_prefix
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import describe_start, pack_windows, window_prefix
 from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 from langneurons.stats.sums import LanguageSums
 

@@ -104,7 +104,7 @@ class ParallelData:
 
 def udhr_parallel(languages: Sequence[str], split: str = "all", udhr_dir: str | Path | None = None) -> ParallelData:
     """The embedded UDHR as paragraphs aligned across `languages` (see the module docstring for ids and splits)."""
-    from langneurons.data.corpus import udhr, udhr_articles
+    from langneurons.data.udhr import udhr, udhr_articles
 
     if split not in ("all", "train", "heldout"):
         raise LangNeuronsError(f"UDHR split {split!r}; use all, train or heldout")
