@@ -18,6 +18,7 @@ from langneurons.cli.options import (
     parse_layers,
 )
 from langneurons.core.errors import LangNeuronsError
+from langneurons.data.parallel import DEFAULT_TEMPLATE, parse_pairs
 
 if TYPE_CHECKING:
     from langneurons.steering.config import ForcingSetting
@@ -28,8 +29,6 @@ SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, u
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate translation`."""
-    from langneurons.tasks.translation import DEFAULT_TEMPLATE
-
     add_model_options(p)
     add_steering_options(p, expression=False)
     p.add_argument("--pairs", help="source-target pairs, e.g. en-de,en-fr")
@@ -58,8 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from langneurons.tasks.translation import parse_pairs
-
     if args.pairs and (args.source or args.targets):
         raise LangNeuronsError("give --pairs or --source/--targets, not both")
     if args.pairs:
