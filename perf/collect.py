@@ -24,7 +24,7 @@ import torch
 
 import langneurons as ln
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import pack_windows
+from langneurons.data.windows import pack_windows
 from langneurons.stats.collect import StatsRecorder
 
 LANGS = ["en", "de", "ru", "zh", "ar", "hi"]

@@ -30,8 +30,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 
 import langneurons as ln
 from langneurons.core.models import resolve_dtype
-from langneurons.data.corpus import pack_windows, window_prefix
 from langneurons.data.prompts import qa_prompt, questions
+from langneurons.data.windows import pack_windows, window_prefix
 from langneurons.steering.config import ForcingSetting, SteeringConfig
 from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.forcing import run_forcing

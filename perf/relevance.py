@@ -25,7 +25,7 @@ import torch
 import langneurons as ln
 from langneurons.core.lrp import attnlrp
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import pack_windows
+from langneurons.data.windows import pack_windows
 from langneurons.stats.relevance import RelevanceRecorder, frozen
 
 LANGS = ["en", "de", "ru", "zh", "ar", "hi"]

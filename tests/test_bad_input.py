@@ -3,6 +3,7 @@ where that is possible; nothing lost; warnings where the input is doubtful but u
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,7 +17,8 @@ from safetensors.torch import save_file
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons.core.models
-from langneurons.cli.main import main
+from langneurons.cli.evaluate import TASKS
+from langneurons.cli.main import build_parser, main
 from langneurons.core.artifacts import remove_stale_temps
 from langneurons.core.errors import LangNeuronsError, LangNeuronsWarning
 from langneurons.core.provenance import check_same_model
@@ -323,7 +325,7 @@ def test_calibration_where_no_candidate_succeeds(root, monkeypatch):
 
 
 def test_text_without_blank_lines_has_no_heldout_part(tmp_path):
-    from langneurons.data.corpus import text_files
+    from langneurons.data.files import text_files
 
     (tmp_path / "en.txt").write_text("\n".join(SAMPLE["en"] * 20), "utf-8")  # one paragraph per line
     corpus = text_files(tmp_path)
@@ -399,9 +401,15 @@ def run_cli(*argv: str) -> tuple[subprocess.CompletedProcess, set[str]]:
     return done, found & {"torch", "transformers"}
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["generate", "--help"], ["evaluate", "--help"],
-                                  ["evaluate", "--list"], ["identify", "x.safetensors", "--top-rate", "nan"],
-                                  ["collect", "--window", "0"], ["nonsense"]])
+def help_commands() -> list[list[str]]:
+    """`--help` of the program, of every command and of every evaluation task."""
+    commands = next(a for a in build_parser([])._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return [["--help"], *([name, "--help"] for name in commands), *(["evaluate", task, "--help"] for task in TASKS)]
+
+
+@pytest.mark.parametrize("argv", [*help_commands(), ["evaluate", "--list"],
+                                  ["identify", "x.safetensors", "--top-rate", "nan"], ["collect", "--window", "0"],
+                                  ["nonsense"]], ids=" ".join)
 def test_help_and_usage_errors_import_neither_torch_nor_transformers(argv):
     done, heavy = run_cli(*argv)
     assert heavy == set(), heavy

@@ -1,9 +1,11 @@
 """collect_stats against an independent hand-written loop; merging, resume, sharding and errors."""
 
+import itertools
 import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +15,9 @@ from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.core.artifacts import load_tensors, save_tensors
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import pack_windows
+from langneurons.stats.collect import language_windows
 
 TEXTS = {lang: [f"{i}: {t}" for i in range(12) for t in texts] for lang, texts in SAMPLE.items()}
 
@@ -227,6 +231,35 @@ def test_progress_totals_are_reached_and_a_short_corpus_is_said(capsys):
            "(--max-tokens)" in said
     assert _last_bar(err, "collect ru") == (400, 400)
     assert not any("ran out" in m and "'ru'" in m for m in said)
+
+
+def chars(text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+    """A tokenizer of one token per character, BOS (id 1) first as gemma's: token counts are easy by hand."""
+    return SimpleNamespace(input_ids=([1] if add_special_tokens else []) + [ord(c) for c in text])
+
+
+@pytest.mark.parametrize(("endless", "max_tokens", "by_hand"), [
+    (False, 100, len("abc\n\n") + len("defgh\n\n")),  # a corpus shorter than the budget: all its tokens
+    (False, 8, 8),  # longer: the budget
+    (True, 8, 8),  # endless: the count ends only if it stops at the budget
+])
+def test_progress_total_is_counted_by_a_streaming_pass_that_stops_at_the_budget(endless, max_tokens, by_hand):
+    docs = ["abc", "defgh"]
+    corpus = Corpus({"en": lambda: itertools.cycle(docs) if endless else iter(docs)}, {"kind": "texts"}, 0)
+    windows, bar = language_windows(chars, corpus, "en", "train", 4, max_tokens, "en", progress=False)
+    assert iter(windows) is windows  # a stream, not a list of windows
+    yielded = [w.tolist() for w in windows]
+    assert all(w[0] == 1 and len(w) <= 4 for w in yielded)
+    assert bar.total == sum(len(w) - 1 for w in yielded) == by_hand
+
+
+def test_the_counting_pass_leaves_the_corpus_warnings_to_the_real_pass():
+    corpus = ln.from_texts({"en": ["abc", "defgh"]})  # two documents, every 10th held out: none is
+    with pytest.warns(ln.LangNeuronsWarning) as warned:
+        windows, _ = language_windows(chars, corpus, "en", "train", 4, None, "en", progress=False)
+        assert len(warned) == 0
+        list(windows)
+    assert ["none is held out" in str(w.message) for w in warned] == [True]
 
 
 def test_progress_after_a_resume_counts_the_restored_windows(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Masking comparison: exactly the selected neurons are zeroed, losses match a hand computation, determinism under
 a seed, resumable cells, transfer to another model of the same shape, and the `compare` command."""
 
+import argparse
 import json
 
 import numpy as np
@@ -10,10 +11,11 @@ import torch.nn.functional as F
 from tiny import SAMPLE, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
-from langneurons.cli.main import main
+from langneurons.cli.main import build_parser, main
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import heldout_windows
+from langneurons.data.windows import heldout_windows
 from langneurons.identify import collect_relevance
+from langneurons.identify.crane import CONTRASTS
 from langneurons.report.report import build_report
 from langneurons.steering.edits import steer
 from langneurons.steering.generation import Decoding
@@ -281,3 +283,10 @@ def test_compare_command(tmp_path, capsys):
     assert report.used.get("selectivity.png") == "compare.json"
     assert main(argv) == 0  # a rerun reads every cell from the logs
     assert json.loads((out / "compare.json").read_text())["summary"]["results"][0]["methods"] == results[0]["methods"]
+
+
+def test_contrast_choices_on_the_command_line_are_cranes():
+    """`identify` and `compare` write the choices out (so `--help` need not import torch); they must stay CRANE's."""
+    commands = next(a for a in build_parser(["compare"])._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("identify", "compare"):
+        assert tuple(next(a for a in commands[name]._actions if a.dest == "contrast").choices) == CONTRASTS

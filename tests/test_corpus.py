@@ -17,17 +17,12 @@ import torch
 from tiny import SAMPLE, tiny_tokenizer
 
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data import corpus as corpus_module
-from langneurons.data.corpus import (
-    Corpus,
-    from_texts,
-    hf_dataset,
-    pack_windows,
-    text_files,
-    udhr,
-    udhr_languages,
-    window_prefix,
-)
+from langneurons.data import udhr as udhr_module
+from langneurons.data.corpus import Corpus, from_texts
+from langneurons.data.files import text_files
+from langneurons.data.hf import hf_dataset
+from langneurons.data.udhr import udhr, udhr_languages
+from langneurons.data.windows import pack_windows, window_prefix
 
 
 class CharTokenizer:
@@ -477,12 +472,12 @@ def make_tar(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> None:
 def test_extract_refuses_unsafe_members(tmp_path: Path):
     make_tar(tmp_path / "up.tgz", tarfile.TarInfo("package/../../evil.txt"), b"x")
     with pytest.raises(LangNeuronsError, match="unsafe member"):
-        corpus_module._extract(tmp_path / "up.tgz", tmp_path / "out")
+        udhr_module._extract(tmp_path / "up.tgz", tmp_path / "out")
     link = tarfile.TarInfo("package/link")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     make_tar(tmp_path / "link.tgz", link)
     with pytest.raises(LangNeuronsError, match="unsafe member"):
-        corpus_module._extract(tmp_path / "link.tgz", tmp_path / "out")
+        udhr_module._extract(tmp_path / "link.tgz", tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from langneurons.cli.main import main
 from langneurons.core.artifacts import read_meta
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import from_texts, pack_windows
+from langneurons.data.corpus import from_texts
+from langneurons.data.windows import pack_windows
 from langneurons.identify.neurons import NeuronSet
 from langneurons.tasks.finetune import FinetuneDelta, _loss_backward, apply_finetune, finetune, finetuned
 

@@ -10,7 +10,7 @@ from tiny import capture
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.data.corpus import pack_windows
+from langneurons.data.windows import pack_windows
 
 
 @pytest.fixture(scope="module")

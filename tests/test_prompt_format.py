@@ -10,8 +10,8 @@ import torch
 from tiny import make_tiny, tiny_tokenizer
 
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import describe_start, pack_windows, window_prefix
 from langneurons.data.prompts import load_questions, question_prompt
+from langneurons.data.windows import describe_start, pack_windows, window_prefix
 from langneurons.steering.generation import encode_prompt, generate, prompt_settings, resolve_prompt_format
 from langneurons.tasks.fluency import continuation_nll
 

@@ -8,7 +8,8 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.sites import find_sites
-from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import pack_windows
 from langneurons.identify import RelevanceStats, collect_relevance, crane, crane_scores
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.relevance import RelevanceRecorder, frozen

@@ -11,7 +11,7 @@ from smollm2 import smollm2_path
 
 import langneurons as ln
 from langneurons.core.provenance import model_meta as model_fingerprint
-from langneurons.data.corpus import window_prefix
+from langneurons.data.windows import window_prefix
 from langneurons.steering.edits import steer
 from langneurons.steering.generation import encode_prompt, generate, resolve_prompt_format
 from langneurons.tasks.lid import FastTextIdentifier

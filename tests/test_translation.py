@@ -11,23 +11,24 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.cli.main import main
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import udhr_articles
-from langneurons.steering.config import ForcingSetting
-from langneurons.steering.edits import steer
-from langneurons.steering.generation import Decoding, generate
-from langneurons.tasks import translation
-from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
-from langneurons.tasks.translation import (
-    STOP,
+from langneurons.data.parallel import (
+    DEFAULT_TEMPLATE,
+    FLORES,
     ParallelData,
     language_name,
     load_parallel,
     local_parallel,
     parse_pairs,
-    run_translation,
     translation_prompt,
     udhr_parallel,
 )
+from langneurons.data.udhr import udhr_articles
+from langneurons.steering.config import ForcingSetting
+from langneurons.steering.edits import steer
+from langneurons.steering.generation import Decoding, generate
+from langneurons.tasks import translation
+from langneurons.tasks.metrics import bleu, bleu_tokenizer, chrf, translation_scores
+from langneurons.tasks.translation import STOP, run_translation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translation"
 UDHR = FIXTURES / "udhr"
@@ -179,7 +180,7 @@ def test_flores_loader_reads_configs_aligned_by_id(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     data = load_parallel("flores", ["en", "zh"])
-    assert calls == [(translation.FLORES, "eng_Latn", "devtest"), (translation.FLORES, "cmn_Hans", "devtest")]
+    assert calls == [(FLORES, "eng_Latn", "devtest"), (FLORES, "cmn_Hans", "devtest")]
     assert data.examples == ["1"] and data.segments("en", "zh") == [("2", "Two.", "二。"), ("3", "Three.", "三。")]
     with pytest.raises(LangNeuronsError, match="no FLORES"):
         load_parallel("flores", ["xx"])
@@ -193,14 +194,13 @@ def test_flores_loader_reads_configs_aligned_by_id(monkeypatch):
 
 
 def test_prompt_template_names_and_shots():
-    prompt = translation_prompt(translation.DEFAULT_TEMPLATE, "The dog sleeps.", "en", "de",
-                                [("Hello.", "Hallo.")])
+    prompt = translation_prompt(DEFAULT_TEMPLATE, "The dog sleeps.", "en", "de", [("Hello.", "Hallo.")])
     assert prompt == ("Translate from English to German.\nEnglish: Hello.\nGerman: Hallo.\n\n"
                       "Translate from English to German.\nEnglish: The dog sleeps.\nGerman:")
     assert translation_prompt("{src}>{tgt} {source} =", "x", "en", "xx", names={"xx": "Xish"}) == "en>xx x ="
     assert language_name("cmn_Hans") == "Chinese" and language_name("de", {"de": "Deutsch"}) == "Deutsch"
     with pytest.raises(LangNeuronsError, match="no language name known for 'xx'"):
-        translation_prompt(translation.DEFAULT_TEMPLATE, "x", "en", "xx")
+        translation_prompt(DEFAULT_TEMPLATE, "x", "en", "xx")
     with pytest.raises(LangNeuronsError, match="use the fields"):
         translation_prompt("{lang}: {source}", "x", "en", "de")
     with pytest.raises(LangNeuronsError, match=r"has no \{source\} field"):
@@ -239,7 +239,7 @@ def test_run_outputs_scores_and_resume(setup, tmp_path, monkeypatch):
     assert all(path.exists() for path in result.files.values()) and result.files["png"].suffix == ".png"
     # every output equals generating its prompt alone, unsteered or inside steer(...) with the same settings
     for row in (next(r for r in rows if r["pair"] == "en-ru" and r["setting"] == s) for s in ("baseline", "steered")):
-        prompt = translation_prompt(translation.DEFAULT_TEMPLATE, row["source"], "en", "ru")
+        prompt = translation_prompt(DEFAULT_TEMPLATE, row["source"], "en", "ru")
         assert row["max_new_tokens"] == 6  # min(cap 6, ...)
         if row["setting"] == "steered":
             assert row["steering"] == "+2*ru [add]"
@@ -297,7 +297,7 @@ def test_deactivate_source_calibrated_plan_and_baseline_only(setup, tmp_path):
     expected = "-en +1*ru [replace]" if "en" in other.languages and other.count("en") else "+1*ru [replace]"
     assert steered["steering"] == expected and "png" not in result.files
     with steer(model, other, stats, expected.split(" [")[0].replace("1*", ""), method="replace"):
-        alone = generate(model, tok, [translation_prompt(translation.DEFAULT_TEMPLATE, "The cat.", "en", "ru")],
+        alone = generate(model, tok, [translation_prompt(DEFAULT_TEMPLATE, "The cat.", "en", "ru")],
                          max_new_tokens=5, stop_strings=STOP)
     assert steered["output"] == alone[0]
     base = run_translation(model, tok, None, None, [("en", "ru")], data=data, output_dir=tmp_path / "b",

@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "frequency_contrast": "langneurons.identify",
     "from_texts": "langneurons.data.corpus",
     "generate": "langneurons.steering.generation",
-    "hf_dataset": "langneurons.data.corpus",
+    "hf_dataset": "langneurons.data.hf",
     "lape": "langneurons.identify",
     "lm_eval_model": "langneurons.tasks.harness",
     "load_model": "langneurons.core.models",
@@ -41,8 +41,8 @@ _EXPORTS: dict[str, str] = {
     "parse_expression": "langneurons.steering.config",
     "random_like": "langneurons.identify",
     "steer": "langneurons.steering.edits",
-    "text_files": "langneurons.data.corpus",
-    "udhr": "langneurons.data.corpus",
+    "text_files": "langneurons.data.files",
+    "udhr": "langneurons.data.udhr",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -10,15 +10,13 @@ from pathlib import Path
 from langneurons.core.errors import LangNeuronsError
 
 TASK_MODULE = "langneurons.tasks.compare"
+# the CRANE paper's languages en, zh and vi: the embedded demo's ten languages plus Vietnamese
+LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko", "vi"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons compare`."""
     from langneurons.cli.options import add_model_options
-    from langneurons.identify.crane import CONTRASTS
-    from langneurons.tasks.compare import (
-        LANGUAGES,
-    )
 
     add_model_options(p)
     p.add_argument("--neurons", required=True,
@@ -26,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", help="statistics file (from `collect`): adds the activation-frequency baseline")
     p.add_argument("--relevance", nargs="+", default=[], metavar="FILE",
                    help="relevance file(s) (from `collect --relevance`, one per --rule): adds CRANE for each rule")
-    p.add_argument("--contrast", default="margin", choices=list(CONTRASTS), help="CRANE contrast (default margin)")
+    p.add_argument("--contrast", default="margin", choices=["margin", "mean"], help="CRANE contrast (default margin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random per-layer set (default 0)")
     p.add_argument("--no-random", action="store_true", help="leave out the random per-layer set")
     p.add_argument("--transfer", action="append", default=[], metavar="MODEL",
@@ -62,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
     from langneurons.cli.options import build_corpus, format_table, load_model_from_args, parse_languages
     from langneurons.core.distributed import is_main
     from langneurons.core.provenance import check_same_model, model_meta
-    from langneurons.data.corpus import heldout_windows
+    from langneurons.data.windows import heldout_windows
     from langneurons.identify.neurons import NeuronSet
     from langneurons.stats.activation import ActivationStats
     from langneurons.stats.relevance import RelevanceStats

@@ -49,8 +49,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run every stage; returns the summary (also written to `summary.json`) with each stage's seconds."""
     from langneurons.core.models import load_model
-    from langneurons.data.corpus import udhr
     from langneurons.data.prompts import questions as builtin_questions
+    from langneurons.data.udhr import udhr
     from langneurons.figures.charts import neurons_per_layer
     from langneurons.identify import lape
     from langneurons.report.report import build_report

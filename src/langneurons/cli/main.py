@@ -181,7 +181,7 @@ def _numpy_tensors(path: str) -> dict[str, Any]:
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
-    from langneurons.data.corpus import udhr_languages
+    from langneurons.data.udhr import udhr_languages
 
     rows = [{"code": e.get("code"), "bcp47": e.get("bcp47"), "iso6393": e.get("iso6393"), "name": e.get("name")}
             for e in udhr_languages()]

@@ -269,21 +269,23 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
 def build_corpus(args: argparse.Namespace) -> Any:
     """Build the corpus the options describe: udhr, a folder/file mapping, or an HF dataset."""
     from langneurons.cli.demo import LANGUAGES
-    from langneurons.data import corpus as c
+    from langneurons.data.files import text_files
+    from langneurons.data.hf import hf_dataset
+    from langneurons.data.udhr import udhr
 
     langs = parse_languages(args.languages)
     spec: str = args.corpus
     if spec == "udhr":
-        return c.udhr(langs or LANGUAGES, heldout_every=args.heldout_every)
+        return udhr(langs or LANGUAGES, heldout_every=args.heldout_every)
     if spec.startswith("hf:"):
         if not langs:
             raise LangNeuronsError("--corpus hf:NAME needs --languages")
-        return c.hf_dataset(spec[3:], langs, config=args.hf_config, split=args.hf_split,
-                            text_column=args.text_column, heldout_every=args.heldout_every)
+        return hf_dataset(spec[3:], langs, config=args.hf_config, split=args.hf_split,
+                          text_column=args.text_column, heldout_every=args.heldout_every)
     if "=" in spec:
-        corpus = c.text_files(parse_mapping(spec), heldout_every=args.heldout_every)
+        corpus = text_files(parse_mapping(spec), heldout_every=args.heldout_every)
     else:
-        corpus = c.text_files(spec, heldout_every=args.heldout_every)
+        corpus = text_files(spec, heldout_every=args.heldout_every)
     return corpus.select(langs) if langs else corpus
 
 

@@ -1,1 +1,1 @@
-"""Data: text corpora, windows and prompts (the package data files live here too)."""
+"""Data: text corpora, windows, prompts and parallel text for translation (the package data files live here too)."""

@@ -110,6 +110,23 @@ def fallback_bars(result: Any, path: str | Path, top: int = 8) -> list[Path]:
     return _save(fig, path)
 
 
+def translation_bars(summary: dict[str, Any], path: str | Path) -> list[Path]:
+    """chrF and target-language share per pair, one bar per setting (a translation run's summary)."""
+    names = list(summary["pairs"])
+    labels = [label for label in summary["mean"] if label != "delta"]  # "baseline", then "steered" if it ran
+    x, width = np.arange(len(names)), 0.8 / len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.4 * len(names) + 3), 3.6))
+    for ax, key, title in zip(axes, ("chrf", "target_share"), ("chrF", "outputs in the target language")):
+        for i, label in enumerate(labels):
+            ax.bar(x + (i - (len(labels) - 1) / 2) * width, [summary["pairs"][p][label][key] for p in names],
+                   width, label=label)
+        ax.set_xticks(x, names)
+        ax.set_title(title)
+    axes[1].set_ylim(0, 1)
+    axes[0].legend()
+    return _save(fig, path)
+
+
 def heatmap(values: np.ndarray, rows: list[str], cols: list[str], path: str | Path, title: str,
             row_label: str = "", col_label: str = "", fmt: str = "{:.2f}", vmin: float | None = None,
             vmax: float | None = None, cmap: str = "viridis") -> list[Path]:

@@ -8,6 +8,7 @@ all-reduced), and resumable from a checkpoint file.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -18,13 +19,14 @@ from tqdm.auto import tqdm
 from langneurons.core.artifacts import load_tensors, read_meta
 from langneurons.core.checks import check_window
 from langneurons.core.distributed import all_reduce_sum, rank_world
-from langneurons.core.errors import LangNeuronsError, warn
+from langneurons.core.errors import LangNeuronsError, LangNeuronsWarning, warn
 from langneurons.core.hooks import Hooks
 from langneurons.core.lm import decoder_body, embedding_weight
 from langneurons.core.models import model_placement
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, describe_start, pack_windows, window_prefix
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import describe_start, pack_windows, window_prefix
 from langneurons.stats.activation import KIND, ActivationStats, empty_stats
 from langneurons.stats.sums import LanguageSums
 
@@ -249,16 +251,19 @@ def collect_stats(
 
 
 def language_windows(tokenizer: Any, corpus: Corpus, lang: str, split: str, window: int, max_tokens: int | None,
-                     desc: str, progress: bool) -> tuple[Iterable[torch.Tensor], tqdm]:
-    """The windows of one language and a token progress bar whose total is reached: text from memory or local files
-    is tokenized up front (once), so the total is what it holds up to `max_tokens`; a streamed corpus (hub) counts
-    to `max_tokens` (`warn_short` says when a budget was not reached)."""
-    windows: Iterable[torch.Tensor] = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+                     desc: str, progress: bool) -> tuple[Iterator[torch.Tensor], tqdm]:
+    """The streamed windows of one language and a token progress bar whose total is reached: for text from memory or
+    local files a first streaming pass counts the content tokens the windows will hold (it stops at `max_tokens` and
+    keeps no window; its warnings are left to the real pass), so memory does not grow with the corpus; a streamed
+    corpus (hub) counts to `max_tokens` (`warn_short` says when a budget was not reached)."""
     total = max_tokens
     if corpus.description.get("kind") in ("udhr", "texts", "text_files"):
-        windows = list(windows)
         skip = len(window_prefix(tokenizer))
-        total = sum(len(w) - skip for w in windows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LangNeuronsWarning)
+            counted = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
+            total = sum(len(w) - skip for w in counted)
+    windows = pack_windows(tokenizer, corpus.documents(lang, split), window, max_tokens)
     return windows, tqdm(total=total, desc=desc, unit="tok", disable=not progress)
 
 

@@ -31,7 +31,8 @@ from langneurons.core.hooks import Hooks
 from langneurons.core.lm import HEAD_ELEMENTS, check_head, decoder_body, head_logits, head_weight
 from langneurons.core.lrp import attnlrp, check_supported
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, describe_start, window_prefix
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import describe_start, window_prefix
 from langneurons.stats.collect import (
     check_collection,
     collection_meta,

@@ -1,7 +1,7 @@
 """Greedy, batched, left-padded generation that returns only the continuations, optionally steered per prompt.
 
 Prompts are texts; how a text becomes tokens is the prompt format, decided here for every generating command:
-"plain" puts the text after the tokenizer's own start (`corpus.window_prefix`, the same start as the statistics'
+"plain" puts the text after the tokenizer's own start (`data.windows.window_prefix`, the same start as the statistics'
 windows), "chat" makes the text the user's message in the tokenizer's chat template with the assistant's turn
 opened, and "auto" (the default) is "chat" when the tokenizer has a chat template and "plain" otherwise.
 """
@@ -20,8 +20,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
-from langneurons.data.corpus import describe_start, window_prefix
 from langneurons.data.prompts import cut
+from langneurons.data.windows import describe_start, window_prefix
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import SteeringConfig

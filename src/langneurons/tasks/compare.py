@@ -38,8 +38,6 @@ from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
 
 KEYS = ("set", "digest", "deactivated", "language")
-# the CRANE paper's languages en, zh and vi: the embedded demo's ten languages plus Vietnamese
-LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko", "vi"]
 
 
 def matched_sets(reference: NeuronSet, stats: ActivationStats | None = None,

@@ -33,7 +33,8 @@ from langneurons.core.lm import embedding_weight, head_weight
 from langneurons.core.models import model_id, model_revision
 from langneurons.core.provenance import model_meta
 from langneurons.core.sites import NeuronSites, find_sites
-from langneurons.data.corpus import Corpus, pack_windows
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import pack_windows
 from langneurons.identify.neurons import NeuronSet
 
 if TYPE_CHECKING:
@@ -389,7 +390,7 @@ def finetune(
     the neuron set's languages that the corpus has).
     """
     from langneurons.core.lm import mean_nll
-    from langneurons.data.corpus import heldout_windows
+    from langneurons.data.windows import heldout_windows
 
     start = time.perf_counter()
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),

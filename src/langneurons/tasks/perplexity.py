@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
 from langneurons.core.lm import mean_nll
-from langneurons.data.corpus import Corpus, heldout_windows
+from langneurons.data.corpus import Corpus
+from langneurons.data.windows import heldout_windows
 from langneurons.identify import random_like
 from langneurons.identify.neurons import NeuronSet
 from langneurons.steering.config import SteeringConfig

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
+from langneurons.data.parallel import DEFAULT_TEMPLATE, parse_pairs
 
 if TYPE_CHECKING:
     from langneurons.steering.config import ForcingSetting
@@ -21,8 +22,6 @@ SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, u
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate translation`."""
-    from langneurons.tasks.translation import DEFAULT_TEMPLATE
-
     options.add_model_options(p)
     options.add_steering_options(p, target_mode="activate")
     p.add_argument("--pairs", help="source-target pairs, e.g. en-de,en-fr")
@@ -47,8 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from langneurons.tasks.translation import parse_pairs
-
     if args.pairs and (args.source or args.targets):
         raise LangNeuronsError("give --pairs or --source/--targets, not both")
     if args.pairs:
