@@ -340,3 +340,13 @@ def test_cli_translation(setup, tmp_path, capsys):
                  "--split", "heldout"]) == 2
     assert "--split applies to udhr and flores only" in capsys.readouterr().err
     assert main(["evaluate", "--list"]) == 0 and "translation" in capsys.readouterr().out
+
+
+def test_local_parallel_keeps_a_line_separator_inside_a_text(tmp_path):
+    """A raw U+2028 inside a JSON string (as json.dumps(ensure_ascii=False) writes it) is not a line end."""
+    rows = [{"id": "1", "lang": "en", "text": "one\u2028two"}, {"id": "1", "lang": "de", "text": "eins"},
+            {"id": "2", "lang": "en", "text": "three"}, {"id": "2", "lang": "de", "text": "drei"}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    data = local_parallel(path)
+    assert data.texts["en"]["1"] == "one two" and data.texts["de"]["2"] == "drei"

@@ -55,7 +55,7 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 def _read_txt(path: Path) -> Iterator[str]:
     """Stream the blank-line separated paragraphs of a UTF-8 text file."""
     paragraph: list[str] = []
-    for line in _lines(path):
+    for line in read_lines(path):
         line = line.rstrip()
         if line:
             paragraph.append(line)
@@ -68,7 +68,7 @@ def _read_txt(path: Path) -> Iterator[str]:
 
 def _read_jsonl(path: Path) -> Iterator[str]:
     """Stream the "text" fields of a JSON-lines file."""
-    for number, line in enumerate(_lines(path), 1):
+    for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -80,8 +80,9 @@ def _read_jsonl(path: Path) -> Iterator[str]:
         yield row["text"]
 
 
-def _lines(path: Path) -> Iterator[str]:
-    """Stream the lines of a UTF-8 file, turning a decoding error into a LangNeuronsError."""
+def read_lines(path: Path) -> Iterator[str]:
+    """Stream the lines of a UTF-8 file (split at line ends only, not at U+2028 and the like inside a JSON string),
+    turning a decoding error into a LangNeuronsError."""
     try:
         with open(path, encoding="utf-8") as file:
             yield from file

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from langneurons.core.errors import LangNeuronsError
+from langneurons.data.files import read_lines
 from langneurons.data.udhr import udhr, udhr_articles
 
 DEFAULT_TEMPLATE = "Translate from {src_name} to {tgt_name}.\n{src_name}: {source}\n{tgt_name}:"
@@ -156,7 +157,7 @@ def local_parallel(path: str | Path) -> ParallelData:
     texts: dict[str, dict[str, str]] = {}
     order: dict[str, None] = {}
     for file in files:
-        for number, line in enumerate(_lines(file), 1):
+        for number, line in enumerate(read_lines(file), 1):
             if not line.strip():
                 continue
             where = f"{file}:{number}"
@@ -241,9 +242,3 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 file, turning a decoding error into a LangNeuronsError."""
-    try:
-        return path.read_text("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise LangNeuronsError(f"{path}: not UTF-8 text; convert it to UTF-8") from None

@@ -253,9 +253,3 @@ def _summary(samples: list[dict[str, Any]], pairs: Sequence[tuple[str, str]], st
 
 def _share(rows: list[dict[str, Any]], key: str) -> float:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Command line
-
-
