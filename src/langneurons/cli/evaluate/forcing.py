@@ -1,6 +1,4 @@
-"""`langneurons evaluate forcing`: options, checks and printout.
-
-The work is done by `langneurons.tasks.forcing`, whose docstring is the help text."""
+"""`langneurons evaluate forcing`: options, checks and printout of `langneurons.tasks.forcing`."""
 
 from __future__ import annotations
 
@@ -9,9 +7,6 @@ from typing import Any
 
 from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
-
-TASK_MODULE = "langneurons.tasks.forcing"
-SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,4 @@
-"""`langneurons evaluate perplexity`: options, checks and printout.
-
-The work is done by `langneurons.tasks.perplexity`, whose docstring is the help text."""
+"""`langneurons evaluate perplexity`: options, checks and printout of `langneurons.tasks.perplexity`."""
 
 from __future__ import annotations
 
@@ -13,9 +11,6 @@ if TYPE_CHECKING:
 from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 from langneurons.steering.methods import DEACTIVATIONS
-
-TASK_MODULE = "langneurons.tasks.perplexity"
-SUMMARY = "deactivate each language's neurons: next-token loss on every language's held-out text (+ random control)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
