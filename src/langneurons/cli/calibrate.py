@@ -14,8 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons calibrate`."""
     options.add_model_options(p)
     p.add_argument("--stats", required=True, help="statistics file (LAPE is rerun at each neuron share)")
-    p.add_argument("--targets", help="comma-separated (default: the statistics' languages)")
-    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
+    options.add_source_target_options(p)
     p.add_argument("--keep", type=int, default=2, help="candidates per target kept for the second round")
     p.add_argument("--questions-file",
                    help="tune on your own questions: JSONL lines {lang, question, split?} (the 'dev' ones if any, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
 
@@ -28,15 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-random", action="store_true", help="leave out the random per-layer set")
     p.add_argument("--transfer", action="append", default=[], metavar="MODEL",
                    help="also evaluate the same sets on this model of the same shape (repeatable)")
-    p.add_argument("--corpus", default="udhr",
-                   help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
-                        "(its held-out documents are used)")
-    p.add_argument("--languages", help="comma-separated evaluated languages (default: the reference set's; "
-                                       f"collect with --languages {','.join(LANGUAGES)} for the CRANE languages)")
-    p.add_argument("--heldout-every", type=int, default=10, help="every n-th document is held out (default 10)")
-    p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language")
-    p.add_argument("--hf-split", default="train", help="dataset split (default train)")
-    p.add_argument("--text-column", default="text", help="dataset text column (default text)")
+    options.add_corpus_options(p, "comma-separated evaluated languages (default: the reference set's; collect with "
+                                  f"--languages {','.join(LANGUAGES)} for the CRANE languages)",
+                               heldout="its held-out documents are used")
     p.add_argument("--max-tokens", type=int, default=None, help="held-out tokens per language (default: all)")
     p.add_argument("--window", type=int, default=64,
                    help="tokens per window, BOS included (default 64: the bootstrap resamples windows)")

@@ -162,15 +162,16 @@ def add_prompt_format_option(p: argparse.ArgumentParser) -> None:
                         "tokenizer's start; auto (default): chat when the tokenizer has a chat template")
 
 
-def add_corpus_options(p: argparse.ArgumentParser, languages: str) -> None:
-    """The options `build_corpus` reads; `languages` is the help of --languages."""
+def add_corpus_options(p: argparse.ArgumentParser, languages: str, heldout: str | None = None) -> None:
+    """The options `build_corpus` reads; `languages` is the help of --languages. A command that evaluates on the
+    held-out documents says how in `heldout`; for the others (which collect or train) --heldout-every says more."""
     p.add_argument("--corpus", default="udhr",
                    help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
-                        "for a Hugging Face dataset")
+                        + (f"({heldout})" if heldout else "for a Hugging Face dataset"))
     p.add_argument("--languages", help=languages)
     p.add_argument("--heldout-every", type=int, default=10,
-                   help="every n-th document is held out for evaluation and never trained on or collected "
-                        "(default 10; 0: none)")
+                   help="every n-th document is held out (default 10)" if heldout else "every n-th document is held "
+                        "out for evaluation and never trained on or collected (default 10; 0: none)")
     p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language (e.g. '20231101.{lang}')")
     p.add_argument("--hf-split", default="train", help="dataset split (default train)")
     p.add_argument("--text-column", default="text", help="dataset text column (default text)")
@@ -223,6 +224,12 @@ def forcing_setting(args: argparse.Namespace, method: str | None = None, strengt
     return ForcingSetting(method, alpha if alpha is not None else (2.0 if method == "scale" else 1.0), args.top_rate,
                           args.mode == "deactivate-source", args.value, parse_layers(args.layers),
                           args.generated_only)
+
+
+def add_source_target_options(p: argparse.ArgumentParser) -> None:
+    """--sources and --targets: the languages of the prompts and those to steer toward."""
+    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
+    p.add_argument("--targets", help="target languages (default: the statistics' languages)")
 
 
 def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40) -> None:

@@ -13,8 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate forcing`."""
     options.add_model_options(p)
     options.add_steering_options(p, target_mode="deactivate-source")
-    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
-    p.add_argument("--targets", help="target languages (default: the statistics' languages)")
+    options.add_source_target_options(p)
     p.add_argument("--sweep", help="settings to compare, e.g. 'add:1,2,4 replace diffmean:1.5'")
     p.add_argument("--split", default="eval", choices=["eval", "dev", "all"], help="question split (default eval)")
     p.add_argument("--questions-file",
