@@ -1,7 +1,8 @@
 """The commands of `langneurons` and the tasks of `langneurons evaluate`, in the order `--help` lists them.
 
-To add a command (a task): write its module, `langneurons.cli.NAME` (`langneurons.cli.evaluate.NAME`), with a
-docstring for its `--help`, `add_arguments(parser)` and `main(args)`, and list it here."""
+To add a command (a task): write its module, `langneurons.cli.NAME` (`langneurons.cli.evaluate.NAME`), with
+`add_arguments(parser)`, `main(args)` and a docstring that opens its `--help` (a task's opens with the docstring
+of its `work` module in `langneurons.tasks`), and list it here."""
 
 from __future__ import annotations
 
