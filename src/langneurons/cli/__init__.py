@@ -1,1 +1,2 @@
-"""The command line: one module per command group, shared options in `options`."""
+"""The command line: one module per command (`commands` lists them), the options they share in `options`, the
+entry point in `main`."""

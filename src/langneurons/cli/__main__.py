@@ -1,4 +1,4 @@
-"""`python -m langneurons.cli.main` (as torchrun runs it)."""
+"""`python -m langneurons.cli` (as torchrun runs it)."""
 
 import sys
 

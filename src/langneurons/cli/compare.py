@@ -1,24 +1,21 @@
-"""`langneurons compare`: options, checks and printout.
-
-The work is done by `langneurons.tasks.compare`, whose docstring is the help text."""
+"""Zero each language's neurons of each set and measure the next-token loss on every language's held-out text;
+selectivity = increase on the language / mean increase on the others. Writes compare.json and a bar plot."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
-TASK_MODULE = "langneurons.tasks.compare"
 # the CRANE paper's languages en, zh and vi: the embedded demo's ten languages plus Vietnamese
 LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko", "vi"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons compare`."""
-    from langneurons.cli.options import add_model_options
-
-    add_model_options(p)
+    options.add_model_options(p)
     p.add_argument("--neurons", required=True,
                    help="reference neuron set (e.g. LAPE from `identify`); the other sets match its size per language")
     p.add_argument("--stats", help="statistics file (from `collect`): adds the activation-frequency baseline")
@@ -29,15 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-random", action="store_true", help="leave out the random per-layer set")
     p.add_argument("--transfer", action="append", default=[], metavar="MODEL",
                    help="also evaluate the same sets on this model of the same shape (repeatable)")
-    p.add_argument("--corpus", default="udhr",
-                   help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
-                        "(its held-out documents are used)")
-    p.add_argument("--languages", help="comma-separated evaluated languages (default: the reference set's; "
-                                       f"collect with --languages {','.join(LANGUAGES)} for the CRANE languages)")
-    p.add_argument("--heldout-every", type=int, default=10, help="every n-th document is held out (default 10)")
-    p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language")
-    p.add_argument("--hf-split", default="train", help="dataset split (default train)")
-    p.add_argument("--text-column", default="text", help="dataset text column (default text)")
+    options.add_corpus_options(p, "comma-separated evaluated languages (default: the reference set's; collect with "
+                                  f"--languages {','.join(LANGUAGES)} for the CRANE languages)",
+                               heldout="its held-out documents are used")
     p.add_argument("--max-tokens", type=int, default=None, help="held-out tokens per language (default: all)")
     p.add_argument("--window", type=int, default=64,
                    help="tokens per window, BOS included (default 64: the bootstrap resamples windows)")
@@ -57,7 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons compare`."""
-    from langneurons.cli.options import build_corpus, format_table, load_model_from_args, parse_languages
     from langneurons.core.distributed import is_main
     from langneurons.core.provenance import check_same_model, model_meta
     from langneurons.data.windows import heldout_windows
@@ -81,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
         raise LangNeuronsError("forcing (-src +tgt) adds the target's mean activations: give --stats, "
                                "or --forcing-questions 0")
     reference = NeuronSet.load(args.neurons)
-    languages = parse_languages(args.languages) or list(reference.languages)
+    languages = options.parse_languages(args.languages) or list(reference.languages)
     reference = reference.select(languages)
     stats = ActivationStats.load(args.stats) if args.stats else None
     relevance = [RelevanceStats.load(path) for path in args.relevance]
@@ -91,10 +81,10 @@ def main(args: argparse.Namespace) -> None:
         if is_main():
             s.save(out / f"neurons_{name}.safetensors")
     args.languages = ",".join(languages)
-    corpus = build_corpus(args)
+    corpus = options.build_corpus(args)
     results = []
     for i, spec in enumerate([args.model, *args.transfer]):
-        model, tok = load_model_from_args(args, spec)
+        model, tok = options.load_model_from_args(args, spec)
         if i == 0:  # the --transfer models are deliberate transfers
             check_same_model(reference.meta.get("model"), model_meta(model), f"neuron set {args.neurons}",
                              args.allow_other_model)
@@ -129,5 +119,5 @@ def main(args: argparse.Namespace) -> None:
         what = "selectivity and forcing" if result.get("forcing") else "selectivity"
         print(f"\n{what} on {result['model']}{role}; held-out tokens "
               f"{', '.join(f'{y} {n}' for y, n in result['tokens'].items())}; {result['seconds']:.1f} s")
-        print(format_table(selectivity_table(result)))
+        print(options.format_table(selectivity_table(result)))
     print(f"\nwrote {path}, {', '.join(str(f) for f in figures)}")

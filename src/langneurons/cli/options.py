@@ -1,13 +1,10 @@
-"""Options and loading shared by every subcommand that runs a model (generate, calibrate, evaluate TASK)."""
+"""Options, their parsing and the loading they describe, shared by the commands."""
 
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from langneurons.core.errors import LangNeuronsError
@@ -43,7 +40,8 @@ def _negative_number(text: str) -> bool:
 def quote_signed(argv: Sequence[str]) -> list[str]:
     """`--steer -en` -> `--steer=-en` and `--alpha -1e3` -> `--alpha=-1e3`, so that a leading '-' is read as the
     value (argparse takes such values for options)."""
-    out, args = [], list(argv)
+    out: list[str] = []
+    args = list(argv)
     for i, arg in enumerate(args):
         prev = args[i - 1] if i else ""
         signed = prev in SIGNED_OPTIONS and arg.startswith("-") and not arg.startswith("--")
@@ -164,6 +162,21 @@ def add_prompt_format_option(p: argparse.ArgumentParser) -> None:
                         "tokenizer's start; auto (default): chat when the tokenizer has a chat template")
 
 
+def add_corpus_options(p: argparse.ArgumentParser, languages: str, heldout: str | None = None) -> None:
+    """The options `build_corpus` reads; `languages` is the help of --languages. A command that evaluates on the
+    held-out documents says how in `heldout`; for the others (which collect or train) --heldout-every says more."""
+    p.add_argument("--corpus", default="udhr",
+                   help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
+                        + (f"({heldout})" if heldout else "for a Hugging Face dataset"))
+    p.add_argument("--languages", help=languages)
+    p.add_argument("--heldout-every", type=int, default=10,
+                   help="every n-th document is held out (default 10)" if heldout else "every n-th document is held "
+                        "out for evaluation and never trained on or collected (default 10; 0: none)")
+    p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language (e.g. '20231101.{lang}')")
+    p.add_argument("--hf-split", default="train", help="dataset split (default train)")
+    p.add_argument("--text-column", default="text", help="dataset text column (default text)")
+
+
 def load_model_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any]:
     """The model (`name`, default --model) and tokenizer placed as --dtype, --device and --device-map say."""
     from langneurons.core.models import load_model
@@ -211,6 +224,12 @@ def forcing_setting(args: argparse.Namespace, method: str | None = None, strengt
     return ForcingSetting(method, alpha if alpha is not None else (2.0 if method == "scale" else 1.0), args.top_rate,
                           args.mode == "deactivate-source", args.value, parse_layers(args.layers),
                           args.generated_only)
+
+
+def add_source_target_options(p: argparse.ArgumentParser) -> None:
+    """--sources and --targets: the languages of the prompts and those to steer toward."""
+    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
+    p.add_argument("--targets", help="target languages (default: the statistics' languages)")
 
 
 def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 40) -> None:
@@ -268,7 +287,7 @@ def load_inputs(args: argparse.Namespace, need_stats: bool = False) -> tuple[Any
 
 def build_corpus(args: argparse.Namespace) -> Any:
     """Build the corpus the options describe: udhr, a folder/file mapping, or an HF dataset."""
-    from langneurons.cli.demo import LANGUAGES
+    from langneurons.cli.demo_job import LANGUAGES
     from langneurons.data.files import text_files
     from langneurons.data.hf import hf_dataset
     from langneurons.data.udhr import udhr
@@ -298,21 +317,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
-
-
-def module_help(module: str) -> tuple[str, str]:
-    """(description, SUMMARY) of a command's module, read from its source: `--help` need not import it (and torch).
-    The description is the docstring of the module named by its `TASK_MODULE`, else its own."""
-
-    def parsed(name: str) -> ast.Module:
-        spec = importlib.util.find_spec(name)
-        return ast.parse(Path(spec.origin).read_text("utf-8"))  # type: ignore[union-attr, arg-type]
-
-    def constant(tree: ast.Module, name: str) -> str | None:
-        return next((str(node.value.value) for node in tree.body if isinstance(node, ast.Assign)
-                     and isinstance(node.value, ast.Constant)
-                     and any(getattr(t, "id", None) == name for t in node.targets)), None)
-
-    tree = parsed(module)
-    task = constant(tree, "TASK_MODULE")
-    return ast.get_docstring(parsed(task) if task else tree) or "", constant(tree, "SUMMARY") or ""

@@ -1,22 +1,17 @@
-"""`langneurons evaluate TASK`: one module per task, each with `SUMMARY` (one line), `add_arguments(parser)` and
-`main(args)`. The work itself is the task's `run_*` function in `langneurons.tasks`; these modules only read the
-options, check them, call it and print."""
+"""Run an evaluation task; `langneurons evaluate TASK --help` explains its options."""
 
 from __future__ import annotations
 
-from importlib import import_module
-from types import ModuleType
-
-TASKS: dict[str, str] = {
-    "forcing": "langneurons.cli.evaluate.forcing",
-    "fallback": "langneurons.cli.evaluate.fallback",
-    "translation": "langneurons.cli.evaluate.translation",
-    "lm-eval": "langneurons.cli.evaluate.lm_eval",
-    "perplexity": "langneurons.cli.evaluate.perplexity",
-    "logit-lens": "langneurons.cli.evaluate.logit_lens",
-}
+import argparse
 
 
-def task_module(name: str) -> ModuleType:
-    """The command-line module of a registered task."""
-    return import_module(TASKS[name])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Command-line options of `langneurons evaluate` (each task has its own)."""
+    p.add_argument("--list", action="store_true", help="list the tasks")
+
+
+def main(args: argparse.Namespace) -> None:
+    """List the tasks (`langneurons evaluate` without a task)."""
+    from langneurons.cli.commands import TASKS
+
+    print("\n".join(f"{task.name:12s} {task.summary}" for task in TASKS))

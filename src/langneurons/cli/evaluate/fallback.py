@@ -1,6 +1,4 @@
-"""`langneurons evaluate fallback`: options, checks and printout.
-
-The work is done by `langneurons.tasks.fallback`, whose docstring is the help text."""
+"""`langneurons evaluate fallback`: options, checks and printout of `langneurons.tasks.fallback`."""
 
 from __future__ import annotations
 
@@ -8,9 +6,6 @@ import argparse
 
 from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
-
-TASK_MODULE = "langneurons.tasks.fallback"
-SUMMARY = "deactivate languages one after another: which language does the model fall back to?"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,4 @@
-"""`langneurons evaluate forcing`: options, checks and printout.
-
-The work is done by `langneurons.tasks.forcing`, whose docstring is the help text."""
+"""`langneurons evaluate forcing`: options, checks and printout of `langneurons.tasks.forcing`."""
 
 from __future__ import annotations
 
@@ -10,16 +8,12 @@ from typing import Any
 from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 
-TASK_MODULE = "langneurons.tasks.forcing"
-SUMMARY = "source x target grid: is the steered answer in the target language (and fluent)?"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate forcing`."""
     options.add_model_options(p)
     options.add_steering_options(p, target_mode="deactivate-source")
-    p.add_argument("--sources", help="prompt languages (default: the statistics' languages)")
-    p.add_argument("--targets", help="target languages (default: the statistics' languages)")
+    options.add_source_target_options(p)
     p.add_argument("--sweep", help="settings to compare, e.g. 'add:1,2,4 replace diffmean:1.5'")
     p.add_argument("--split", default="eval", choices=["eval", "dev", "all"], help="question split (default eval)")
     p.add_argument("--questions-file",

@@ -1,6 +1,4 @@
-"""`langneurons evaluate lm-eval`: options, checks and printout.
-
-The work is done by `langneurons.tasks.harness`, whose docstring is the help text."""
+"""`langneurons evaluate lm-eval`: options, checks and printout of `langneurons.tasks.harness`."""
 
 from __future__ import annotations
 
@@ -8,9 +6,6 @@ import argparse
 from typing import Any
 
 from langneurons.cli import options
-
-TASK_MODULE = "langneurons.tasks.harness"
-SUMMARY = "any lm-evaluation-harness task (belebele_*, xnli_*, xquad_*, xcopa_*, ...): baseline vs steered"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

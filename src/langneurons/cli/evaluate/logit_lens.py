@@ -1,6 +1,4 @@
-"""`langneurons evaluate logit-lens`: options, checks and printout.
-
-The work is done by `langneurons.tasks.logit_lens`, whose docstring is the help text."""
+"""`langneurons evaluate logit-lens`: options, checks and printout of `langneurons.tasks.logit_lens`."""
 
 from __future__ import annotations
 
@@ -12,11 +10,8 @@ from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 from langneurons.data.prompts import SPLITS
 
-TASK_MODULE = "langneurons.tasks.logit_lens"
-SUMMARY = "logit lens: per layer, the script of the top-k next-token candidates and the entropy"
 
-
-def read_prompts(path: str | Path) -> dict[str, list[str]]:
+def _read_prompts(path: str | Path) -> dict[str, list[str]]:
     """A JSON file {language: [prompt, ...]} (prompts used verbatim)."""
     try:
         data = json.loads(Path(path).read_text("utf-8"))
@@ -50,7 +45,7 @@ _SHORT = {"Latin": "Lat", "Cyrillic": "Cyr", "Arabic": "Ara", "Devanagari": "Dev
 
 def main(args: argparse.Namespace) -> None:
     """Run `langneurons evaluate logit-lens`."""
-    from langneurons.cli.demo import LANGUAGES as DEMO_LANGUAGES
+    from langneurons.cli.demo_job import LANGUAGES as DEMO_LANGUAGES
     from langneurons.steering.config import SteeringConfig
     from langneurons.tasks.logit_lens import builtin_prompts, run_logit_lens
 
@@ -59,7 +54,7 @@ def main(args: argparse.Namespace) -> None:
     model, tok, neurons, stats = options.load_inputs(args)
     languages = options.parse_languages(args.languages)
     if args.prompts_file:
-        prompts = read_prompts(args.prompts_file)
+        prompts = _read_prompts(args.prompts_file)
         if languages:
             missing = [lang for lang in languages if lang not in prompts]
             if missing:

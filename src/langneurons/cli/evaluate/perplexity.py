@@ -1,6 +1,4 @@
-"""`langneurons evaluate perplexity`: options, checks and printout.
-
-The work is done by `langneurons.tasks.perplexity`, whose docstring is the help text."""
+"""`langneurons evaluate perplexity`: options, checks and printout of `langneurons.tasks.perplexity`."""
 
 from __future__ import annotations
 
@@ -14,24 +12,15 @@ from langneurons.cli import options
 from langneurons.core.errors import LangNeuronsError
 from langneurons.steering.methods import DEACTIVATIONS
 
-TASK_MODULE = "langneurons.tasks.perplexity"
-SUMMARY = "deactivate each language's neurons: next-token loss on every language's held-out text (+ random control)"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Command-line options of `langneurons evaluate perplexity`."""
     options.add_model_options(p)
     p.add_argument("--neurons", required=True, help="neuron set file (from `identify`)")
-    p.add_argument("--corpus", default="udhr",
-                   help="'udhr' (embedded), a folder of <lang>.txt/.jsonl files, 'en=a.txt,de=b.txt', or 'hf:NAME' "
-                        "(the held-out documents are used: the same corpus and --heldout-every as `collect` keep "
-                        "them apart from the statistics' text)")
-    p.add_argument("--languages", help="comma-separated evaluated languages (default: the neuron set's); each one "
-                                       "with neurons is also deactivated in turn")
-    p.add_argument("--heldout-every", type=int, default=10, help="every n-th document is held out (default 10)")
-    p.add_argument("--hf-config", help="dataset config; '{lang}' is replaced per language")
-    p.add_argument("--hf-split", default="train", help="dataset split (default train)")
-    p.add_argument("--text-column", default="text", help="dataset text column (default text)")
+    options.add_corpus_options(p, "comma-separated evaluated languages (default: the neuron set's); each one with "
+                                  "neurons is also deactivated in turn",
+                               heldout="the held-out documents are used: the same corpus and --heldout-every as "
+                                       "`collect` keep them apart from the statistics' text")
     p.add_argument("--deactivation", default="set", choices=list(DEACTIVATIONS),
                    help="set the neurons to --value, or scale them by --beta (default set)")
     p.add_argument("--value", type=float, default=0.0, help="value deactivated neurons are set to (default 0)")

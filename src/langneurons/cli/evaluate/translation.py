@@ -1,6 +1,4 @@
-"""`langneurons evaluate translation`: options, checks and printout.
-
-The work is done by `langneurons.tasks.translation`, whose docstring is the help text."""
+"""`langneurons evaluate translation`: options, checks and printout of `langneurons.tasks.translation`."""
 
 from __future__ import annotations
 
@@ -15,9 +13,6 @@ from langneurons.data.parallel import DEFAULT_TEMPLATE, parse_pairs
 
 if TYPE_CHECKING:
     from langneurons.steering.config import ForcingSetting
-
-TASK_MODULE = "langneurons.tasks.translation"
-SUMMARY = "translate source -> target (UDHR, FLORES+ or files): chrF and BLEU, unsteered vs target activated"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
