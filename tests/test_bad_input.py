@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tiny import SAMPLE, make_tiny, tiny_tokenizer
 
 import langneurons.core.models
-from langneurons.cli.evaluate import TASKS
+from langneurons.cli.commands import TASKS
 from langneurons.cli.main import build_parser, main
 from langneurons.core.artifacts import remove_stale_temps
 from langneurons.core.errors import LangNeuronsError, LangNeuronsWarning
@@ -404,7 +404,8 @@ def run_cli(*argv: str) -> tuple[subprocess.CompletedProcess, set[str]]:
 def help_commands() -> list[list[str]]:
     """`--help` of the program, of every command and of every evaluation task."""
     commands = next(a for a in build_parser([])._actions if isinstance(a, argparse._SubParsersAction)).choices
-    return [["--help"], *([name, "--help"] for name in commands), *(["evaluate", task, "--help"] for task in TASKS)]
+    return [["--help"], *([name, "--help"] for name in commands),
+            *(["evaluate", task.name, "--help"] for task in TASKS)]
 
 
 @pytest.mark.parametrize("argv", [*help_commands(), ["evaluate", "--list"],
