@@ -39,6 +39,19 @@ def test_generate_side_by_side(files, capsys):
     assert "no chat template" in capsys.readouterr().err
 
 
+def test_generate_at_a_neuron_share_needs_only_statistics(files, capsys):
+    """--top-rate edits LAPE's neurons at that share, computed from --stats: no neuron set file."""
+    root, common = files
+    model, stats = common[:2], ["--stats", str(root / "stats.safetensors")]
+    out = root / "gen_share.jsonl"
+    assert main(["generate", *model, *stats, "--steer", "-en +2*ru", "--top-rate", "0.2", "--prompt", "Q: Why?\nA:",
+                 "--max-new-tokens", "5", "--quiet", "-o", str(out)]) == 0
+    assert json.loads(out.read_text().splitlines()[0])["steering"] == "-en +2*ru [add, top 0.2]"
+    capsys.readouterr()
+    assert main(["generate", *model, "--steer", "+ru", "--top-rate", "0.2", "--prompt", "x"]) == 2
+    assert "give --stats" in capsys.readouterr().err
+
+
 def test_evaluate_forcing_sweep_and_fallback(files, capsys):
     root, common = files
     assert main(["evaluate", "forcing", *common, "--sources", "en,de", "--targets", "ru", "--sweep", "add:1,2 replace",

@@ -207,3 +207,26 @@ def test_stop_strings_cut_and_stop_early(setup):
     stop = full.split()[1] if len(full.split()) > 1 else full[:2]
     cut_text = generate(model, tok, ["Q: The quick?\nA:"], max_new_tokens=12, stop_strings=[stop])[0]
     assert cut_text == full[: full.find(stop)].strip()
+
+
+def test_a_config_with_a_neuron_share_steers_lapes_neurons_at_that_share(setup):
+    """`top_rate` makes the steering use LAPE's set at that share on the statistics, as if that set were given."""
+    model, tok, stats, _, ids = setup
+    plain = acts(model, ids)
+    with steer(model, ln.lape(stats, top_rate=0.3), stats, "-en +de"):
+        given = acts(model, ids)
+    with steer(model, None, stats, "-en +de", top_rate=0.3) as s:
+        shared = acts(model, ids)
+        assert s.config.describe() == "-en +1*de [add, top 0.3]"
+    for a, b, c in zip(given, shared, plain):
+        assert torch.equal(a, b) and not torch.equal(a, c)  # the same edit, and an edit
+    prompts = ["Q: The dog?\nA:", "Q: Der Hund?\nA:"]
+    with steer(model, None, stats, "-en +de", top_rate=0.3):
+        alone = generate(model, tok, prompts[:1], max_new_tokens=6)
+    config = ln.SteeringConfig({"de": 1.0}, {"en": 0.0}, top_rate=0.3)  # per row, without a neuron set
+    mixed = generate(model, tok, prompts, max_new_tokens=6, steerings=[config, None], stats=stats)
+    assert mixed == [alone[0], generate(model, tok, prompts[1:], max_new_tokens=6)[0]]
+    with pytest.raises(ln.LangNeuronsError, match="pass stats="):
+        steer(model, None, None, "+de", top_rate=0.3).__enter__()
+    with pytest.raises(ln.LangNeuronsError, match=r"top_rate=1.5"):
+        ln.SteeringConfig({"de": 1.0}, top_rate=1.5)

@@ -294,7 +294,8 @@ def test_deactivate_source_calibrated_plan_and_baseline_only(setup, tmp_path):
                              steering=plan, decoding=Decoding(max_new_tokens=5), plot=False, progress=False)
     steered = next(s for s in result.samples if s["setting"] == "steered")
     other = ln.lape(stats, top_rate=0.3)
-    expected = "-en +1*ru [replace]" if "en" in other.languages and other.count("en") else "+1*ru [replace]"
+    terms = "-en +1*ru" if "en" in other.languages and other.count("en") else "+1*ru"
+    expected = f"{terms} [replace, top 0.3]"
     assert steered["steering"] == expected and "png" not in result.files
     with steer(model, other, stats, expected.split(" [")[0].replace("1*", ""), method="replace"):
         alone = generate(model, tok, [translation_prompt(DEFAULT_TEMPLATE, "The cat.", "en", "ru")],

@@ -31,10 +31,8 @@ def main(args: argparse.Namespace) -> None:
         raise LangNeuronsError(f"-o {args.output}: the harness reads steering files named *.pt; name the output *.pt")
     config = SteeringConfig.load(args.setting) if args.setting else None
     model, _, neurons, stats = options.load_inputs(args)
-    steering = build_steering(model, neurons, stats, args.steer, config=config, method=args.method, alpha=args.alpha,
-                              value=args.value, deactivation=args.deactivation, beta=args.beta,
-                              layers=options.parse_layers(args.layers), generated_only=args.generated_only,
-                              calibrated=args.calibrated)
+    steering = build_steering(model, neurons, stats, args.steer, config=config, calibrated=args.calibrated,
+                              **(options.steering_keywords(args) if args.steer else {}))
     info = export_steering(steering, args.output, args.format)
     print(f"kept: {info['kept']}; dropped: {', '.join(info['dropped']) or 'nothing'}")
     print(f"wrote {args.output} and {args.output}.json; use: {info['use']}")

@@ -39,11 +39,12 @@ def _check_steering(args: argparse.Namespace) -> None:
     from langneurons.core.artifacts import read_meta
     from langneurons.steering.config import SteeringConfig
 
-    config = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
-                                            args.beta, options.parse_layers(args.layers), args.generated_only)
+    config = SteeringConfig.from_expression(args.steer, **options.steering_keywords(args))
     if args.calibrated:
         return
-    if args.neurons and (config.method != "residual" or config.deactivate):
+    if args.top_rate is not None and not args.stats:
+        raise LangNeuronsError("--top-rate computes LAPE's neurons from statistics; give --stats")
+    if args.neurons and config.top_rate is None and (config.method != "residual" or config.deactivate):
         meta = read_meta(args.neurons, "neurons")
         counts = meta.get("counts", {})
         for lang in config.languages if config.method != "residual" else config.deactivate:
@@ -84,9 +85,7 @@ def main(args: argparse.Namespace) -> None:
     fmt = decoding.prompt_format
     prompts += [question_prompt(q, fmt) for q in asked]
     baseline = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
-    with steer(model, neurons, stats, args.steer, method=args.method, alpha=args.alpha, value=args.value,
-               deactivation=args.deactivation, beta=args.beta, layers=options.parse_layers(args.layers),
-               generated_only=args.generated_only, calibrated=args.calibrated) as s:
+    with steer(model, neurons, stats, args.steer, calibrated=args.calibrated, **options.steering_keywords(args)) as s:
         steered = generate(model, tok, prompts, decoding, stop_strings=STOP_STRINGS, progress=not args.quiet)
         described = s.config.describe()
     from langneurons.tasks.lid import get_identifier

@@ -207,11 +207,20 @@ def add_steering_options(p: argparse.ArgumentParser, target_mode: str | None = N
     p.add_argument("--layers", help="edit only these layers, first-last inclusive (e.g. 12-17)")
     p.add_argument("--generated-only", action="store_true", help="leave the prompt's tokens unedited")
     p.add_argument("--calibrated", help="calibration file (from `calibrate`): per-target method and strength")
+    p.add_argument("--top-rate", type=float,
+                   help="edit LAPE's neurons at this share, computed from --stats (instead of --neurons)")
     if not expression:
         p.add_argument("--mode", default=target_mode, choices=["activate", "deactivate-source"],
                        help=f"activate the target's neurons only, or deactivate the source language's first (default "
                             f"{target_mode})")
-        p.add_argument("--top-rate", type=float, help="rerun LAPE on --stats at this neuron share")
+
+
+def steering_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of `SteeringConfig.from_expression` (and `steer`, `build_steering`) that the steering options
+    give, for the expression of --steer."""
+    return {"method": args.method, "alpha": args.alpha, "value": args.value, "deactivation": args.deactivation,
+            "beta": args.beta, "layers": parse_layers(args.layers), "generated_only": args.generated_only,
+            "top_rate": args.top_rate}
 
 
 def forcing_setting(args: argparse.Namespace, method: str | None = None, strength: float | None = None) -> Any:

@@ -15,10 +15,9 @@ from typing import Any
 from langneurons.core.artifacts import read_json, write_json
 from langneurons.core.distributed import is_main
 from langneurons.core.errors import LangNeuronsError
-from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.config import ForcingSetting, SteeringConfig
+from langneurons.steering.config import ForcingSetting, SteeringConfig, parse_expression
 
 KIND = "calibration"
 
@@ -38,19 +37,21 @@ class Calibration:
             )
         return self.settings[target]
 
-    def steering(self, expression_targets: dict[str, float], deactivate: dict[str, float], neurons: NeuronSet | None,
-                 stats: ActivationStats) -> tuple[SteeringConfig, NeuronSet | None]:
-        """The steering config and neuron set for one activated language (the strength comes from calibration)."""
-        if len(expression_targets) != 1:
+    def config(self, expression: str, neurons: NeuronSet | None, stats: ActivationStats) -> SteeringConfig:
+        """The steering of an expression that activates one language, with that language's calibrated method,
+        strength, layers and neuron share, and deactivates the expression's `-` languages (strengths in the
+        expression are not used)."""
+        terms = parse_expression(expression)
+        targets = [t.language for t in terms if t.sign > 0]
+        if len(targets) != 1:
             raise LangNeuronsError("calibrated steering activates exactly one language, e.g. '-en +fr'")
-        target = next(iter(expression_targets))
-        s = self.setting(target)
-        chosen = lape_at_share(stats, s.top_rate) if s.top_rate is not None else neurons
+        s = self.setting(targets[0])
+        config = SteeringConfig({targets[0]: s.alpha}, {}, s.method, "set", s.layers, s.generated_only, s.top_rate)
+        chosen = config.neuron_set(neurons, stats)
         # as in calibration: a language without neurons at this share has nothing to deactivate
-        off = [lang for lang in deactivate if chosen is None or lang not in chosen.languages or chosen.count(lang)]
-        config = SteeringConfig({target: s.alpha}, dict.fromkeys(off, s.value), s.method, "set", s.layers,
-                                s.generated_only)
-        return config, chosen
+        config.deactivate = {t.language: s.value for t in terms if t.sign < 0 and (
+            chosen is None or t.language not in chosen.languages or chosen.count(t.language))}
+        return config
 
     def save(self, path: str | Path) -> None:
         """JSON: settings per target, candidate scores, and how they were measured (under torchrun: rank 0)."""

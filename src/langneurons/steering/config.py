@@ -1,6 +1,7 @@
-"""One description of a steering: `SteeringConfig` (which languages to deactivate and activate, how, where) and
-`ForcingSetting` (the same relative to a source and a target language, with a neuron share), plus the expression
-syntax `-en +fr` / `+2.5*fr`. Plain data, saveable as JSON; `langneurons.steering.edits` compiles and applies it."""
+"""One description of a steering: `SteeringConfig` (which languages to deactivate and activate, how, where, and
+optionally at which neuron share), plus the expression syntax `-en +fr` / `+2.5*fr`. `ForcingSetting` is a rule
+that makes a `SteeringConfig` for each (source, target) pair of a grid or a calibration. Plain data, saveable as
+JSON; `langneurons.steering.edits` compiles and applies it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langneurons.core.artifacts import read_json, write_json
 from langneurons.core.errors import LangNeuronsError
 from langneurons.steering.methods import DEACTIVATIONS, METHODS
+
+if TYPE_CHECKING:
+    from langneurons.identify.neurons import NeuronSet
+    from langneurons.stats.activation import ActivationStats
 
 _TERM = re.compile(r"\s*([+-])\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z][A-Za-z0-9_-]*)\s*")
 
@@ -61,6 +66,8 @@ class SteeringConfig:
     `activate`: language -> strength (alpha for add/diffmean/residual, beta for scale; unused by replace).
     `deactivate`: language -> value c (deactivation "set") or factor (deactivation "scale").
     `layers`: [start, stop) of the layers edited (None: all). `generated_only`: leave prompt tokens alone.
+    `top_rate`: the neuron share: the neurons are LAPE's at this share on the statistics (None: the neuron set
+    given with the config).
     """
 
     activate: dict[str, float] = field(default_factory=dict)
@@ -69,6 +76,7 @@ class SteeringConfig:
     deactivation: str = "set"
     layers: tuple[int, int] | None = None
     generated_only: bool = False
+    top_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,6 +91,8 @@ class SteeringConfig:
             if not 0 <= start < stop:
                 raise LangNeuronsError(f"layers={self.layers}: give [start, stop) with 0 <= start < stop")
             self.layers = (int(start), int(stop))
+        if self.top_rate is not None and not 0 < self.top_rate <= 1:
+            raise LangNeuronsError(f"top_rate={self.top_rate}: give a share of the neurons in (0, 1]")
 
     @classmethod
     def from_expression(
@@ -95,6 +105,7 @@ class SteeringConfig:
         beta: float | None = None,
         layers: tuple[int, int] | None = None,
         generated_only: bool = False,
+        top_rate: float | None = None,
     ) -> SteeringConfig:
         """Settings from an expression; keywords fill in what the expression does not say.
 
@@ -108,7 +119,7 @@ class SteeringConfig:
                 activate[term.language] = term.strength if term.strength is not None else default_strength
             else:
                 deactivate[term.language] = (beta if beta is not None else 0.0) if deactivation == "scale" else value
-        return cls(activate, deactivate, method, deactivation, layers, generated_only)
+        return cls(activate, deactivate, method, deactivation, layers, generated_only, top_rate)
 
     @property
     def languages(self) -> list[str]:
@@ -118,7 +129,19 @@ class SteeringConfig:
         """The settings as a short expression, e.g. "-en +1.0*fr [add]"."""
         terms = [f"-{lang}" for lang in self.deactivate] + [f"+{s:g}*{lang}" for lang, s in self.activate.items()]
         extra = f", layers {self.layers[0]}-{self.layers[1] - 1}" if self.layers else ""
+        extra += f", top {self.top_rate:g}" if self.top_rate is not None else ""
         return f"{' '.join(terms)} [{self.method}{extra}{', generated only' if self.generated_only else ''}]"
+
+    def neuron_set(self, neurons: NeuronSet | None, stats: ActivationStats | None) -> NeuronSet | None:
+        """The neurons this config edits: LAPE on `stats` at `top_rate` (computed once per statistics object and
+        share), else `neurons`."""
+        if self.top_rate is None:
+            return neurons
+        if stats is None:
+            raise LangNeuronsError(f"top_rate={self.top_rate} reruns LAPE on statistics; pass stats= (--stats)")
+        from langneurons.identify.lape import lape_at_share
+
+        return lape_at_share(stats, self.top_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,8 +163,9 @@ class SteeringConfig:
 
 @dataclass(frozen=True)
 class ForcingSetting:
-    """How to steer towards a target: method and strength, neuron share, layers, and whether to deactivate
-    the source language's neurons first. `top_rate` None means the neuron set given to the run."""
+    """A rule for steering towards a target language, relative to each prompt's source language: method and
+    strength, neuron share, layers, and whether to deactivate the source language's neurons first. `config` makes
+    the `SteeringConfig` of one (source, target) pair; a calibration holds one rule per target."""
 
     method: str = "add"
     alpha: float = 1.0
@@ -152,8 +176,10 @@ class ForcingSetting:
     generated_only: bool = False
 
     def config(self, source: str, target: str) -> SteeringConfig:
+        """The steering of prompts in `source` towards `target` (no deactivation when they are the same)."""
         deactivate = {source: self.value} if self.deactivate_source and source != target else {}
-        return SteeringConfig({target: self.alpha}, deactivate, self.method, "set", self.layers, self.generated_only)
+        return SteeringConfig({target: self.alpha}, deactivate, self.method, "set", self.layers, self.generated_only,
+                              self.top_rate)
 
     def label(self) -> str:
         rate = f" top {self.top_rate:g}" if self.top_rate is not None else ""

@@ -19,7 +19,7 @@ from langneurons.core.lm import embedding_weight
 from langneurons.core.sites import NeuronSites, find_sites
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
-from langneurons.steering.config import SteeringConfig, parse_expression
+from langneurons.steering.config import SteeringConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -36,6 +36,7 @@ class Steering:
 
     def __init__(self, model: PreTrainedModel, neurons: NeuronSet | None, stats: ActivationStats | None,
                  config: SteeringConfig):
+        neurons = config.neuron_set(neurons, stats)
         self.model, self.config, self.neurons, self.stats = model, config, neurons, stats
         self.sites = find_sites(model)
         n_layers = self.sites.n_layers
@@ -319,10 +320,7 @@ def build_steering(
         if not expression or stats is None:
             raise LangNeuronsError("calibrated steering needs an expression like '-en +fr' and stats=")
         cal = calibrated if isinstance(calibrated, Calibration) else Calibration.load(calibrated)
-        terms = parse_expression(expression)
-        config, neurons = cal.steering({t.language: 1.0 for t in terms if t.sign > 0},
-                                       {t.language: 0.0 for t in terms if t.sign < 0}, neurons, stats)
-        expression = None
+        config, expression = cal.config(expression, neurons, stats), None
     if config is None:
         if not expression:
             raise LangNeuronsError("say what to steer: an expression like '-en +fr', or config=")

@@ -25,7 +25,6 @@ from langneurons.core.errors import LangNeuronsError, warn
 from langneurons.core.models import model_id
 from langneurons.core.provenance import model_meta
 from langneurons.data.prompts import STOP_STRINGS, question_prompt, questions
-from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import ForcingSetting, SteeringConfig
@@ -150,19 +149,14 @@ def run_forcing(
         plan = {s.label(): dict.fromkeys(targets, s) for s in plan}
     plan = dict(plan)
     prompts_of = {lang: _questions(lang, split, question_set) for lang in sources}
-    neuron_sets: dict[float | None, NeuronSet | None] = {None: neurons}
-    jobs: list[tuple[str, str, str, int, SteeringConfig | None, float | None]] = []
+    jobs: list[tuple[str, str, str, int, SteeringConfig | None]] = []
     unsourced: dict[str, dict[str, None]] = {}  # prompt language -> settings where -src deactivates nothing
     for label, per_target in plan.items():
         for target in targets:
             setting = per_target.get(target)
             if setting is None:  # a plan may leave some targets out of some settings
                 continue
-            if setting.top_rate not in neuron_sets:
-                if stats is None:
-                    raise LangNeuronsError("a setting with top_rate needs statistics (--stats) to run LAPE")
-                neuron_sets[setting.top_rate] = lape_at_share(stats, setting.top_rate)
-            chosen = neuron_sets[setting.top_rate]
+            chosen = setting.config(target, target).neuron_set(neurons, stats)
             if skip_unavailable and chosen is not None and _size(chosen, target) == 0:
                 continue  # this setting cannot steer towards `target`: it is not a candidate for it
             for source in sources:
@@ -171,14 +165,14 @@ def run_forcing(
                     config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
                     unsourced.setdefault(source, {})[label] = None
                 for i in range(len(prompts_of[source])):
-                    jobs.append((label, source, target, i, config, setting.top_rate))
+                    jobs.append((label, source, target, i, config))
     for source, labels in unsourced.items():
         warn(f"prompt language '{source}' has no neurons in {len(labels)} setting(s) ({', '.join(list(labels)[:3])}"
              f"{', ...' if len(labels) > 3 else ''}), so -src deactivates nothing there; identify neurons for it "
              "or use a larger top_rate")
     if baseline:
-        jobs += [("baseline", s, t, i, None, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
-    outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, decoding, progress)
+        jobs += [("baseline", s, t, i, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
+    outputs = _generate_jobs(model, tokenizer, jobs, prompts_of, neurons, stats, decoding, progress)
     lid = get_identifier(identifier)
     texts = [outputs[(j[1], j[3], j[0] if j[4] else "baseline", j[2] if j[4] else "")] for j in jobs]
     found = lid.identify(texts)
@@ -188,7 +182,7 @@ def run_forcing(
                                                desc="forcing: score NLL"))) if nll else {}
     nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
-    for (label, source, target, i, config, _), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
+    for (label, source, target, i, config), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
         distinct = distinct_bigram_share(tokenizer(text, add_special_tokens=False).input_ids)
         success = ident.language == target and bool(text.strip())
         samples.append({
@@ -225,21 +219,22 @@ def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] 
     return list(question_set[lang])
 
 
-def _generate_jobs(model, tokenizer, jobs, prompts_of, neuron_sets, stats, decoding: Decoding,
+def _generate_jobs(model, tokenizer, jobs, prompts_of, neurons, stats, decoding: Decoding,
                    progress: bool) -> dict[tuple[str, int, str, str], str]:
-    """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question."""
+    """Generate each distinct (source, question, setting, target) once; unsteered outputs once per question. One
+    generation call per neuron share keeps each call's table of settings small."""
     out: dict[tuple[str, int, str, str], str] = {}
     by_rate: dict[float | None, list[tuple[tuple[str, int, str, str], str, SteeringConfig | None]]] = {}
-    for label, source, target, i, config, rate in jobs:
+    for label, source, target, i, config in jobs:
         key = (source, i, label if config else "baseline", target if config else "")
         if key not in out:
             out[key] = ""
             prompt = question_prompt(prompts_of[source][i], decoding.prompt_format)
-            by_rate.setdefault(rate if config else None, []).append((key, prompt, config))
+            by_rate.setdefault(config.top_rate if config else None, []).append((key, prompt, config))
     bar = tqdm(total=len(out), desc="forcing: generate", unit="prompt", disable=not progress)
-    for rate, rows in by_rate.items():
+    for rows in by_rate.values():
         texts = generate(model, tokenizer, [r[1] for r in rows], decoding, stop_strings=STOP_STRINGS,
-                         steerings=[r[2] for r in rows], neurons=neuron_sets[rate], stats=stats, bar=bar)
+                         steerings=[r[2] for r in rows], neurons=neurons, stats=stats, bar=bar)
         for (key, _, _), text in zip(rows, texts):
             out[key] = text
     bar.close()

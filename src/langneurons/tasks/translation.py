@@ -25,7 +25,6 @@ from langneurons.core.errors import LangNeuronsError
 from langneurons.core.models import model_id
 from langneurons.core.provenance import model_meta
 from langneurons.data.parallel import BY_FLORES, DEFAULT_TEMPLATE, ParallelData, load_parallel, translation_prompt
-from langneurons.identify.lape import lape_at_share
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import ForcingSetting, SteeringConfig
@@ -94,7 +93,6 @@ def run_translation(
     if not isinstance(data, ParallelData):
         data = load_parallel(data, languages, split)
     plan = _plan(steering, [t for _, t in pairs])
-    neuron_sets = _neuron_sets(plan, neurons, stats)
     lid = get_identifier(identifier)
     generation = decoding.record(tokenizer, STOP)
     generation["max_new_tokens_rule"] = "2 * source tokens + 16, rounded up to a multiple of 32, at most max_new_tokens"
@@ -115,7 +113,7 @@ def run_translation(
         if not segments:
             raise LangNeuronsError(f"no segments for {source}-{target} in the data; check the languages and split")
         examples = data.example_pairs(source, target, shots)
-        config = _config(plan, neuron_sets, source, target)
+        config = _config(plan, neurons, stats, source, target)
         for seg, text, reference in segments:
             prompt = translation_prompt(template, text, source, target, examples, names)
             limit = _limit(tokenizer, text, decoding.max_new_tokens)
@@ -123,10 +121,10 @@ def run_translation(
                 row = {"pair": f"{source}-{target}", "setting": label, "id": seg}
                 wanted.append(row)
                 if row not in log:
-                    rate = plan[target].top_rate if cfg is not None else None
+                    rate = cfg.top_rate if cfg is not None else None
                     jobs.append((row, source, target, text, reference, prompt, cfg, rate, limit))
     start = time.perf_counter()
-    _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, decoding, progress)
+    _generate_jobs(model, tokenizer, jobs, log, lid, neurons, stats, decoding, progress)
     seconds = time.perf_counter() - start
     samples = [log.get(row) for row in wanted]
     summary = _summary(samples, pairs, plan is not None)
@@ -154,31 +152,18 @@ def _plan(steering: ForcingSetting | Mapping[str, ForcingSetting] | None,
     return {t: steering[t] for t in dict.fromkeys(targets)}
 
 
-def _neuron_sets(plan: dict[str, ForcingSetting] | None, neurons: NeuronSet | None,
-                 stats: ActivationStats | None) -> dict[float | None, NeuronSet | None]:
-    """The neuron set of each share in the plan (None: the set given)."""
-    sets: dict[float | None, NeuronSet | None] = {None: neurons}
-    for setting in (plan or {}).values():
-        if setting.top_rate not in sets:
-            if stats is None:
-                raise LangNeuronsError("a setting with top_rate needs statistics (--stats) to run LAPE")
-            sets[setting.top_rate] = lape_at_share(stats, setting.top_rate)
-    if plan is not None and any(s.top_rate is None for s in plan.values()) and neurons is None:
-        raise LangNeuronsError("steering needs a neuron set (--neurons), a calibration (--calibrated) or --top-rate")
-    return sets
-
-
-def _config(plan: dict[str, ForcingSetting] | None, neuron_sets: dict[float | None, NeuronSet | None],
+def _config(plan: dict[str, ForcingSetting] | None, neurons: NeuronSet | None, stats: ActivationStats | None,
             source: str, target: str) -> SteeringConfig | None:
     """The steering of one pair: +target (and -source, if the setting says so and the source has neurons)."""
     if plan is None:
         return None
-    setting = plan[target]
-    chosen = neuron_sets[setting.top_rate]
-    if setting.method != "residual" and (target not in chosen.languages or chosen.count(target) == 0):
+    config = plan[target].config(source, target)
+    chosen = config.neuron_set(neurons, stats)
+    if chosen is None:
+        raise LangNeuronsError("steering needs a neuron set (--neurons), a calibration (--calibrated) or --top-rate")
+    if config.method != "residual" and (target not in chosen.languages or chosen.count(target) == 0):
         raise LangNeuronsError(f"the neuron set has no neurons for target '{target}'; "
                                "use a set that has (a larger top_rate) or leave the pair out")
-    config = setting.config(source, target)
     if config.deactivate and (source not in chosen.languages or chosen.count(source) == 0):
         config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
     return config
@@ -190,8 +175,8 @@ def _limit(tokenizer: Any, text: str, cap: int) -> int:
     return min(cap, 32 * math.ceil((2 * tokens + 16) / 32))
 
 
-def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, decoding: Decoding, progress: bool) -> None:
-    """Generate the missing rows in batches of equal (neuron set, token budget); log each batch as it finishes."""
+def _generate_jobs(model, tokenizer, jobs, log, lid, neurons, stats, decoding: Decoding, progress: bool) -> None:
+    """Generate the missing rows in batches of equal (neuron share, token budget); log each batch as it finishes."""
     groups: dict[tuple[float | None, int], list[tuple]] = {}
     for job in jobs:
         groups.setdefault((job[7], job[8]), []).append(job)
@@ -200,9 +185,9 @@ def _generate_jobs(model, tokenizer, jobs, log, lid, neuron_sets, stats, decodin
               str(kv[0][0]))) for i in range(0, len(rows), size)]
 
     def run(job: tuple[tuple[float | None, int], list[tuple]]) -> list[str]:
-        (rate, limit), chunk = job
+        (_, limit), chunk = job
         return generate(model, tokenizer, [j[5] for j in chunk], decoding, max_new_tokens=limit, stop_strings=STOP,
-                        steerings=[j[6] for j in chunk], neurons=neuron_sets[rate], stats=stats)
+                        steerings=[j[6] for j in chunk], neurons=neurons, stats=stats)
 
     bar = tqdm(total=len(chunks), desc="translate", disable=not progress)
     # under torchrun: chunks split over ranks, every rank logs every row (rank 0 writes)

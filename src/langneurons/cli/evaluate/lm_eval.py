@@ -40,7 +40,6 @@ def main(args: argparse.Namespace) -> None:
     result = run_lm_eval(model, tok, tasks, steerings, neurons, stats, calibrated=args.calibrated, data=args.data,
                          limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
                          output_dir=args.output_dir, log_samples=args.log_samples, progress=not args.quiet,
-                         method=args.method, alpha=args.alpha, value=args.value, deactivation=args.deactivation,
-                         beta=args.beta, layers=options.parse_layers(args.layers), generated_only=args.generated_only)
+                         **options.steering_keywords(args))
     print(result.table())
     print("wrote " + ", ".join(str(p) for p in result.files.values()))

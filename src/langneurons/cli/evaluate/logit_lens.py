@@ -65,8 +65,7 @@ def main(args: argparse.Namespace) -> None:
         prompts = builtin_prompts(languages, args.split)
     steering = None
     if args.steer:
-        steering = SteeringConfig.from_expression(args.steer, args.method, args.alpha, args.value, args.deactivation,
-                                                  args.beta, options.parse_layers(args.layers), args.generated_only)
+        steering = SteeringConfig.from_expression(args.steer, **options.steering_keywords(args))
     result = run_logit_lens(model, tok, prompts, top_k=args.top_k, steering=steering, neurons=neurons, stats=stats,
                             batch_size=args.batch_size, progress=not args.quiet)
     files = result.save(args.output_dir)
