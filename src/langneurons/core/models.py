@@ -228,7 +228,7 @@ def _convert_gguf(name: str, gguf_of: Callable[[Path], Path], target: Path, mark
         start = time.monotonic()
         gguf = gguf_of(work)
         model, tokenizer = _load_gguf(gguf, {"dtype": torch.float32})
-        model.hf_quantizer = None  # the weights are dequantised; save them as plain tensors
+        _set_plain(model, hf_quantizer=None)  # the weights are dequantised; save them as plain tensors
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = work / "hf"
@@ -271,9 +271,9 @@ def content_sha256(path: str | Path) -> str:
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         digest = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MARKER
-                        and not any(part.startswith(".") for part in p.relative_to(path).parts)):
-            digest.update(f"{f.relative_to(path).as_posix()}\0{content_sha256(f)}\n".encode())
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MARKER
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts)):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{content_sha256(file)}\n".encode())
         return digest.hexdigest()
     stat = path.stat()
     record = cache_dir("hashes") / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
@@ -446,11 +446,15 @@ def load_model(
         source_revision = _hub_commit(name, revision, model.config)
         content = None  # the hub id and commit name the content
     model.eval()
-    model.langneurons_id = source_id
-    model.langneurons_revision = source_revision
-    model.langneurons_content = content
+    _set_plain(model, langneurons_id=source_id, langneurons_revision=source_revision, langneurons_content=content)
     validate_sites(model, find_sites(model))
     return model, tokenizer
+
+
+def _set_plain(model: PreTrainedModel, **values: object) -> None:
+    """Set plain attributes on a model (torch types `Module.__setattr__` for tensors and modules only)."""
+    for name, value in values.items():
+        setattr(model, name, value)
 
 
 def _rank_memory() -> dict[int, int] | None:
@@ -480,7 +484,8 @@ def model_id(model: PreTrainedModel) -> str:
 def model_revision(model: PreTrainedModel) -> str | None:
     """The revision the model was loaded from (hub commit, or "gguf:<quant>:<sha256 prefix>"), if known."""
     if hasattr(model, "langneurons_revision"):
-        return model.langneurons_revision
+        recorded = model.langneurons_revision
+        return None if recorded is None else str(recorded)
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     return str(commit) if commit else None
 

@@ -114,7 +114,7 @@ def _read_jsonl(path: Path) -> dict[str, dict[str, list[str]]]:
 @functools.cache
 def _builtin() -> dict[str, dict[str, list[str]]]:
     """The built-in question set, parsed once."""
-    source = resources.files("langneurons").joinpath("data", "questions.json")
+    source = resources.files("langneurons") / "data" / "questions.json"
     return _parse(json.loads(source.read_text(encoding="utf-8")), "the built-in question set")
 
 
