@@ -32,6 +32,7 @@ def main(args: argparse.Namespace) -> None:
         raise LangNeuronsError("--neuron needs --stats (the activation probabilities come from the statistics)")
     written = [p for paths in neuron_figures(neurons, args.output_dir, stats).values() for p in paths]
     if args.neuron:
+        assert stats is not None  # --neuron without --stats was refused above
         units = []
         for spec in args.neuron:
             layer, _, index = spec.partition(":")

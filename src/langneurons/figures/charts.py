@@ -88,7 +88,7 @@ def fallback_bars(result: Any, path: str | Path, top: int = 8) -> list[Path]:
     shares = {lang: [s["distribution"].get(lang, 0.0) for s in steps] for lang in kept}
     shares["other"] = [sum(v for k, v in s["distribution"].items() if k not in kept and k != "none") for s in steps]
     shares["none"] = [s["distribution"].get("none", 0.0) for s in steps]
-    colours = dict(zip(kept, plt.get_cmap("tab10").colors))
+    colours = dict(zip(kept, matplotlib.color_sequences["tab10"]))
     colours.update({"other": "#bbbbbb", "none": "#444444"})
     labels = [s["label"] for s in steps]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.65 * len(steps) + 2.5), 4.2))
@@ -151,7 +151,7 @@ def logit_lens_lines(summary: dict[str, Any], path: str | Path, columns: int = 5
     language and condition, stacked areas of the top-k candidates' script shares and the mean entropy (dashed gold
     line, right axis)."""
     scripts, conditions, languages = summary["scripts"], summary["conditions"], summary["languages"]
-    colours = dict(zip(scripts, [*plt.get_cmap("tab10").colors[:len(scripts) - 2], "#bbbbbb", "#444444"]))
+    colours = dict(zip(scripts, [*matplotlib.color_sequences["tab10"][:len(scripts) - 2], "#bbbbbb", "#444444"]))
     cols = min(columns, len(languages))
     blocks = -(-len(languages) // cols)
     top = 1.1 * max(s["entropy"] for by_lang in summary["layers"].values() for steps in by_lang.values() for s in steps)

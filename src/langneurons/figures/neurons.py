@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
@@ -46,7 +47,7 @@ def is_latin(language: str, latin: Collection[str] | None = None) -> bool:
 
 
 def _colours(n: int) -> list:
-    return list(plt.get_cmap("tab10" if n <= 10 else "tab20").colors) * (n // 20 + 1)
+    return matplotlib.color_sequences["tab10" if n <= 10 else "tab20"] * (n // 20 + 1)
 
 
 def share_per_layer(neurons: NeuronSet, path: str | Path, title: str | None = None) -> list[Path]:
@@ -80,13 +81,8 @@ def cluster_order(similarity: np.ndarray) -> list[int]:
     dist = 1.0 - sim
     clusters = [[i] for i in range(len(sim))]
     while len(clusters) > 1:
-        best = None
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                d = float(dist[np.ix_(clusters[a], clusters[b])].mean())
-                if best is None or d < best[0]:
-                    best = (d, a, b)
-        _, a, b = best
+        a, b = min(((i, j) for i in range(len(clusters)) for j in range(i + 1, len(clusters))),
+                   key=lambda pair: float(dist[np.ix_(clusters[pair[0]], clusters[pair[1]])].mean()))
         clusters[a] = clusters[a] + clusters[b]
         del clusters[b]
     return clusters[0] if clusters else []
@@ -228,13 +224,12 @@ def table_heatmap(table: Mapping[str, Mapping[str, float | None]], path: str | P
     cols = list(dict.fromkeys(c for r in rows for c in table[r]))
     if not rows or not cols:
         raise LangNeuronsError(f"table_heatmap got an empty table for '{title}'")
-    values = np.array([[np.nan if table[r].get(c) is None else float(table[r][c]) for c in cols] for r in rows])
-    limits = {}
-    if diverging:
-        finite = np.abs(values[np.isfinite(values)])
-        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        limits = {"vmin": -top, "vmax": top, "cmap": "RdBu_r"}
-    return heatmap(values, rows, cols, path, title, row_label, col_label, fmt=fmt, **limits)
+    values = np.array([[np.nan if (v := table[r].get(c)) is None else float(v) for c in cols] for r in rows])
+    if not diverging:
+        return heatmap(values, rows, cols, path, title, row_label, col_label, fmt=fmt)
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return heatmap(values, rows, cols, path, title, row_label, col_label, fmt=fmt, vmin=-top, vmax=top, cmap="RdBu_r")
 
 
 def neuron_figures(neurons: NeuronSet, out_dir: str | Path, stats: ActivationStats | None = None,
