@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -20,12 +20,16 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from langneurons.core.distributed import rounds
 from langneurons.core.errors import LangNeuronsError
+from langneurons.core.lm import embedding_weight
 from langneurons.data.prompts import cut
 from langneurons.data.windows import describe_start, window_prefix
 from langneurons.identify.neurons import NeuronSet
 from langneurons.stats.activation import ActivationStats
 from langneurons.steering.config import SteeringConfig
 from langneurons.steering.edits import BatchSteering, Steering, SteeringTable
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
@@ -116,7 +120,7 @@ class StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         found = torch.tensor([any(x in t for x in self.stop_strings) for t in texts], device=input_ids.device)
         self.done = found if self.done is None or len(self.done) != len(found) else self.done | found
-        return self.done
+        return cast(torch.BoolTensor, self.done)  # a bool tensor, which transformers annotates as BoolTensor
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -144,7 +148,7 @@ def token_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int
 
 @torch.inference_mode()
 def generate(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     prompts: Sequence[str],
     decoding: Decoding | None = None,
@@ -200,23 +204,24 @@ def generate(
     return out
 
 
-def _generate_batch(model: torch.nn.Module, tokenizer: Any, chunk: list[list[int]], configs: list | None,
+def _generate_batch(model: PreTrainedModel, tokenizer: Any, chunk: list[list[int]], configs: list | None,
                     compiled: dict[str | None, Steering], table: SteeringTable | None, max_new_tokens: int,
                     stop_strings: Sequence[str], repetition_penalty: float) -> list[str]:
     """One left-padded batch; on out-of-memory, its two halves one after the other (down to single prompts)."""
     try:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        batch = _left_padded(chunk, pad_id, model.get_input_embeddings().weight.device)
+        batch = _left_padded(chunk, pad_id, embedding_weight(model).device)
         length = batch["input_ids"].shape[1]
         stop = StoppingCriteriaList([StopOnStrings(tokenizer, length, stop_strings)]) if stop_strings else None
         with ExitStack() as stack:
             if configs is not None and any(c is not None for c in configs):
                 stack.callback(BatchSteering(model, [compiled.get(_key(c)) for c in configs], table).remove)
             # only the ids and the mask: a tokenizer may also return token_type_ids, which generate() rejects
-            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                 stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
-                                 repetition_penalty=repetition_penalty)
+            lm = cast("GenerationMixin", model)  # a causal LM; PreTrainedModel itself does not declare generate()
+            ids = lm.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                              stopping_criteria=stop, top_p=None, top_k=None, temperature=None,
+                              repetition_penalty=repetition_penalty)
         return [cut(t, stop_strings) for t in tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)]
     except Exception as e:
         if not _is_oom(e) or len(chunk) == 1:

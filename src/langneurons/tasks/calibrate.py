@@ -9,6 +9,7 @@ gives a fluent success above zero gets a warning and no setting.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -56,13 +57,12 @@ def calibrate(
     for target in targets:
         stats.index(target)
     dev = {lang: _dev_questions(lang, question_set) for lang in sources}
-    common = {"decoding": decoding, "identifier": identifier, "baseline": False, "skip_unavailable": True,
-              "progress": progress}
+    force = functools.partial(run_forcing, model, tokenizer, None, stats, sources, targets, decoding=decoding,
+                              identifier=identifier, baseline=False, skip_unavailable=True, progress=progress)
     per_source = _first_round_size(sources, targets)
     first = {lang: qs[:per_source] for lang, qs in dev.items()}
     plan = {c.label(): dict.fromkeys(targets, c) for c in candidates}
-    stage1 = run_forcing(model, tokenizer, None, stats, sources, targets, plan, question_set=first, nll=False,
-                         **common).summary()
+    stage1 = force(plan, question_set=first, nll=False).summary()
     shortlist = {t: sorted((lab for lab in plan if t in stage1[lab]["per_target"]),
                            key=lambda lab: _rank(stage1[lab]["per_target"][t]))[:keep] for t in targets}
     empty = [t for t in targets if not shortlist[t]]
@@ -72,8 +72,7 @@ def calibrate(
         )
     plan2 = {lab: {t: plan[lab][t] for t in targets if lab in shortlist[t]} for lab in plan}
     plan2 = {lab: per for lab, per in plan2.items() if per}
-    stage2 = run_forcing(model, tokenizer, None, stats, sources, targets, plan2, question_set=dev,
-                         **common).summary()
+    stage2 = force(plan2, question_set=dev).summary()
     chosen, scores, failed = {}, {}, {}
     for t in targets:
         ranked = sorted(shortlist[t], key=lambda lab: _rank(stage2[lab]["per_target"].get(t)))

@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from langneurons.steering.generation import Decoding
 from langneurons.tasks import bootstrap
 from langneurons.tasks.perplexity import matrix_summary
 from langneurons.tasks.results import SampleLog
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 KEYS = ("set", "digest", "deactivated", "language")
 
@@ -70,7 +73,7 @@ def _digest(*parts: Any) -> str:
 
 
 def compare_methods(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     sets: Mapping[str, NeuronSet],
     windows: Mapping[str, Sequence[Sequence[int]]],
     batch_size: int = 8,
@@ -137,7 +140,7 @@ def compare_methods(
     base_b = {y: resampled("baseline", None, y) for y in languages}
     methods = {}
     for name, s in sets.items():
-        masked = [x for n, x in conditions if n == name]
+        masked = [x for n, x in conditions if n == name and x is not None]
         delta = {x: {y: nll[(name, x, y)] - baseline[y] for y in languages} for x in masked}
         summary = matrix_summary(delta) if delta else {"per_language": {}}
         ratios = [p["selectivity"] for p in summary["per_language"].values() if p["selectivity"] is not None]
@@ -171,7 +174,7 @@ def _selectivity_ci(delta: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, 
 
 
 def compare_forcing(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     sets: Mapping[str, NeuronSet],
     stats: ActivationStats,
@@ -245,7 +248,7 @@ def selectivity_table(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _errors(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> np.ndarray:
+def _errors(values: np.ndarray, cis: Sequence[Sequence[float] | None]) -> np.ndarray:
     """Asymmetric error bars [2, n] from intervals (0 where there is none)."""
     out = np.zeros((2, len(values)))
     for i, (v, ci) in enumerate(zip(values, cis)):
@@ -289,9 +292,9 @@ def selectivity_bars(results: Sequence[Mapping[str, Any]], path: str | Path) -> 
     for ax, result in zip(axes[len(results):, 0], forced):
         methods = result["forcing"]["methods"]
         names = list(methods)
-        values = np.array([np.nan if methods[n]["fluent_success"] is None else methods[n]["fluent_success"]
+        fluent = np.array([np.nan if methods[n]["fluent_success"] is None else methods[n]["fluent_success"]
                            for n in names])
-        ax.bar(range(len(names)), values, 0.6, yerr=_errors(values, [methods[n]["ci"].get("fluent_success")
+        ax.bar(range(len(names)), fluent, 0.6, yerr=_errors(fluent, [methods[n]["ci"].get("fluent_success")
                                                                       for n in names]), capsize=3)
         ax.set_xticks(range(len(names)), names)
         ax.set_ylim(0, 1)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import transformers
@@ -31,6 +31,9 @@ from langneurons.steering.config import SteeringConfig
 from langneurons.steering.generation import Decoding, generate
 from langneurons.tasks.lid import get_identifier
 from langneurons.tasks.results import FALLBACK_KIND, write_kind
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NONE = "none"  # the distribution's label for outputs without a language (empty or letterless)
 
@@ -108,7 +111,7 @@ def _check(neurons: NeuronSet, language: str, order: Sequence[str] | None) -> li
 
 
 def run_fallback(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tok: Any,
     neurons: NeuronSet,
     language: str,

@@ -6,13 +6,17 @@ import difflib
 import itertools
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from langneurons.core.distributed import rounds
+from langneurons.core.lm import embedding_weight
 from langneurons.steering.generation import encode_prompt, resolve_prompt_format
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 MIN_DISTINCT_BIGRAMS = 0.5  # below this share of distinct token bigrams an output counts as degenerate
 
@@ -77,7 +81,7 @@ def is_fluent(text: str, distinct: float) -> bool:
 
 @torch.inference_mode()
 def continuation_nll(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8,
+    model: PreTrainedModel, tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8,
     prompt_format: str = "auto", progress: bool = False, desc: str = "score",
 ) -> list[float | None]:
     """Mean negative log-likelihood per token of each continuation after its prompt (None for an empty one).
@@ -89,7 +93,7 @@ def continuation_nll(
     `progress`: a bar named `desc`.
     """
     chat = resolve_prompt_format(tokenizer, prompt_format) == "chat"
-    device = model.get_input_embeddings().weight.device
+    device = embedding_weight(model).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def score(start: int) -> list[float | None]:

@@ -44,7 +44,7 @@ class ForcingResult:
     settings: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    def cells(self, label: str) -> dict[tuple[str, str], dict[str, float]]:
+    def cells(self, label: str) -> dict[tuple[str, str], dict[str, float | None]]:
         """Per (source, target) of one steering setting: success, fluent success and the guards."""
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for s in self.samples:
@@ -57,15 +57,16 @@ class ForcingResult:
         out: dict[str, Any] = {}
         for label in self.settings["labels"]:
             cells = self.cells(label)
-            per_target: dict[str, dict[str, float]] = {}
+            per_target: dict[str, dict[str, float | None]] = {}
             for target in self.settings["targets"]:
                 off = [c for (src, tgt), c in cells.items() if tgt == target and src != target]
                 if off:
                     per_target[target] = {k: _mean([c[k] for c in off]) for k in off[0]}
+            fluent = [v["fluent_success"] for v in per_target.values()]
             out[label] = {
                 "success": _mean([v["success"] for v in per_target.values()]),
-                "fluent_success": _mean([v["fluent_success"] for v in per_target.values()]),
-                "min_target_fluent_success": min((v["fluent_success"] for v in per_target.values()), default=None),
+                "fluent_success": _mean(fluent),
+                "min_target_fluent_success": min((f for f in fluent if f is not None), default=None),
                 "per_target": per_target,
             }
         return out
@@ -106,7 +107,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
-def _summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+def _summarise(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {
         "n": len(rows),
         "success": _mean([float(r["success"]) for r in rows]),
@@ -166,9 +167,9 @@ def run_forcing(
                     unsourced.setdefault(source, {})[label] = None
                 for i in range(len(prompts_of[source])):
                     jobs.append((label, source, target, i, config))
-    for source, labels in unsourced.items():
-        warn(f"prompt language '{source}' has no neurons in {len(labels)} setting(s) ({', '.join(list(labels)[:3])}"
-             f"{', ...' if len(labels) > 3 else ''}), so -src deactivates nothing there; identify neurons for it "
+    for source, names in unsourced.items():
+        warn(f"prompt language '{source}' has no neurons in {len(names)} setting(s) ({', '.join(list(names)[:3])}"
+             f"{', ...' if len(names) > 3 else ''}), so -src deactivates nothing there; identify neurons for it "
              "or use a larger top_rate")
     if baseline:
         jobs += [("baseline", s, t, i, None) for s in sources for t in targets for i in range(len(prompts_of[s]))]
@@ -178,16 +179,17 @@ def run_forcing(
     found = lid.identify(texts)
     prompts = [question_prompt(prompts_of[j[1]][j[3]], fmt) for j in jobs]
     unique = list(dict.fromkeys(zip(prompts, texts)))  # the baseline answers repeat for every target
-    scored = dict(zip(unique, continuation_nll(model, tokenizer, *zip(*unique), prompt_format=fmt, progress=progress,
-                                               desc="forcing: score NLL"))) if nll else {}
+    scored = dict(zip(unique, continuation_nll(
+        model, tokenizer, [p for p, _ in unique], [t for _, t in unique], prompt_format=fmt, progress=progress,
+        desc="forcing: score NLL"))) if nll else {}
     nlls = [scored.get(pair) for pair in zip(prompts, texts)]
     samples = []
-    for (label, source, target, i, config), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
+    for (label, source, target, i, steering), text, ident, prompt, loss in zip(jobs, texts, found, prompts, nlls):
         distinct = distinct_bigram_share(tokenizer(text, add_special_tokens=False).input_ids)
         success = ident.language == target and bool(text.strip())
         samples.append({
             "setting": label, "source": source, "target": target, "question": i, "prompt": prompt,
-            "steering": config.describe() if config else None, "output": text, "identified": ident.language,
+            "steering": steering.describe() if steering else None, "output": text, "identified": ident.language,
             "confidence": round(ident.confidence, 4), "empty": not text.strip(),
             "distinct_bigrams": round(distinct, 4), "nll": None if loss is None else round(loss, 4),
             "success": success, "fluent_success": success and is_fluent(text, distinct),

@@ -82,9 +82,10 @@ def run_translation(
     format of `decoding`, the filled template is the user's message.
     """
     decoding = decoding.resolved(tokenizer)
-    pairs = [tuple(p) for p in pairs]
-    if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
+    given = [tuple(p) for p in pairs]
+    if not given or any(len(p) != 2 or p[0] == p[1] for p in given):
         raise LangNeuronsError("pairs must be (source, target) tuples of two different languages, e.g. [('en', 'de')]")
+    pairs = [(source, target) for source, target in given]
     if n is not None and n < 1:
         raise LangNeuronsError(f"n={n}; evaluate at least one segment per pair (or None for all)")
     if shots < 0:
@@ -126,7 +127,7 @@ def run_translation(
     start = time.perf_counter()
     _generate_jobs(model, tokenizer, jobs, log, lid, neurons, stats, decoding, progress)
     seconds = time.perf_counter() - start
-    samples = [log.get(row) for row in wanted]
+    samples = [log.rows[log.key(row)] for row in wanted]  # every wanted row is logged by now
     summary = _summary(samples, pairs, plan is not None)
     summary["generated"] = {"rows": len(jobs), "reused": len(wanted) - len(jobs), "seconds": round(seconds, 1)}
     meta = run_metadata(model, "translation", {**settings, "pairs": [f"{s}-{t}" for s, t in pairs], "n": n,
