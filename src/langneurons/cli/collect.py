@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langneurons.cli import options
 from langneurons.core.checks import check_output
 from langneurons.core.errors import LangNeuronsError
+
+if TYPE_CHECKING:
+    from langneurons.stats.sums import LanguageSums
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,9 +69,10 @@ def main(args: argparse.Namespace) -> None:
     if args.relevance:
         from langneurons.stats.relevance import collect_relevance
 
-        stats = collect_relevance(model, tok, corpus, max_tokens=args.max_tokens, window=args.window,
-                                  batch_size=args.batch_size or 1, checkpoint=args.output, progress=not args.quiet,
-                                  rule=args.rule or "grad_x_input")
+        stats: LanguageSums = collect_relevance(
+            model, tok, corpus, max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size or 1,
+            checkpoint=args.output, progress=not args.quiet, rule=args.rule or "grad_x_input",
+        )
     else:
         stats = collect_stats(
             model, tok, corpus, max_tokens=args.max_tokens, window=args.window, batch_size=args.batch_size or 4,

@@ -22,7 +22,7 @@ LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh", "ja", "ko"]
 EMBEDDED = "gemma-3-270m"
 # The grid's generation: 40 new tokens (the shipped calibration chose its settings on 32), repetition penalty 1.2
 # (as in the calibration).
-GRID_DECODING = {"max_new_tokens": 40, "repetition_penalty": 1.2}
+GRID_MAX_NEW_TOKENS, GRID_REPETITION_PENALTY = 40, 1.2
 
 
 def builtin_calibration(model_name: str) -> Path | None:
@@ -86,6 +86,7 @@ def run_demo(
           + " ".join(f"{lang} {n}" for lang, n in summary["neurons"].items()))
     stage = 3
     if grid:
+        assert cal_path is not None  # a grid without a calibration was refused above
         cal = Calibration.load(cal_path)
         targets = [t for t in langs if t in cal.settings]
         print(f"[{stage}/{stages}] calibrated forcing grid ({len(langs)} prompt x {len(targets)} target languages, "
@@ -95,9 +96,11 @@ def run_demo(
             if forcing is None:
                 question_set = ({lang: builtin_questions(lang, "eval")[:questions] for lang in langs} if questions
                                 else None)
+                decoding = Decoding(max_new_tokens=GRID_MAX_NEW_TOKENS, batch_size=batch_size,
+                                    repetition_penalty=GRID_REPETITION_PENALTY)
                 result = run_forcing(model, tok, None, stats, langs, targets,
                                      {"calibrated": {t: cal.setting(t) for t in targets}}, question_set=question_set,
-                                     decoding=Decoding(batch_size=batch_size, **GRID_DECODING), progress=progress)
+                                     decoding=decoding, progress=progress)
                 result.save(out / "forcing")
                 forcing = result.summary()["calibrated"]
         summary["forcing"] = {"fluent_success": forcing["fluent_success"], "success": forcing["success"],

@@ -43,8 +43,9 @@ def main(args: argparse.Namespace) -> None:
     if args.plot:
         check_output(args.plot, [args.stats, args.match, args.output], option="--plot")
     stats = RelevanceStats.load(args.stats) if args.method == "crane" else ActivationStats.load(args.stats)
-    if options.parse_languages(args.languages):
-        stats = stats.select(options.parse_languages(args.languages))
+    languages = options.parse_languages(args.languages)
+    if languages:
+        stats = stats.select(languages)
     if args.match and args.method == "lape":
         raise LangNeuronsError("--match sets the size of crane and frequency; LAPE's size comes from --top-rate")
     size = round(args.top_rate * stats.n_layers * stats.n_neurons / len(stats.languages))
@@ -52,10 +53,10 @@ def main(args: argparse.Namespace) -> None:
     if args.match:
         match = NeuronSet.load(args.match)
         per_language = {lang: match.count(lang) if lang in match.languages else 0 for lang in stats.languages}
-    if args.method == "lape":
-        neurons = lape(stats, top_rate=args.top_rate, filter_rate=args.filter_rate, bar_rate=args.bar_rate)
-    elif args.method == "crane":
+    if isinstance(stats, RelevanceStats):  # loaded for crane
         neurons = crane(stats, per_language=per_language, contrast=args.contrast)
+    elif args.method == "lape":
+        neurons = lape(stats, top_rate=args.top_rate, filter_rate=args.filter_rate, bar_rate=args.bar_rate)
     else:
         neurons = frequency_contrast(stats, per_language)
     neurons.save(args.output)

@@ -26,8 +26,9 @@ def main(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-    shape = meta.get("shape") if isinstance(meta.get("shape"), dict) else {}
+    model, shape = meta.get("model"), meta.get("shape")
+    model = model if isinstance(model, dict) else {}
+    shape = shape if isinstance(shape, dict) else {}
     kind = meta.get("kind")
     print(f"{args.file}: {kind} of {model.get('id')} (revision {model.get('revision')}), "
           f"{shape.get('layers')} layers x {shape.get('neurons')} neurons, langneurons {meta.get('library_version')}")
@@ -37,8 +38,8 @@ def main(args: argparse.Namespace) -> None:
     if kind not in ("stats", "relevance", "neurons"):
         return
     t = _numpy_tensors(args.file)
-    langs = meta.get("languages")
     try:
+        langs = meta["languages"]
         if kind == "stats":
             rows = stats_rows(langs, t["n_tokens"], t["over_zero"], t["sum"])
         elif kind == "relevance":

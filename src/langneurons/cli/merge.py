@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from langneurons.cli import options
 from langneurons.core.checks import check_output
 from langneurons.core.errors import LangNeuronsError
+
+if TYPE_CHECKING:
+    from langneurons.stats.sums import LanguageSums
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,8 +29,9 @@ def main(args: argparse.Namespace) -> None:
 
     if len(args.inputs) < 2:
         raise LangNeuronsError("merge needs at least two statistics files")
-    kind = RelevanceStats if read_meta(args.inputs[0]).get("kind") == "relevance" else ActivationStats
-    check_output(args.output, args.inputs, kind="relevance" if kind is RelevanceStats else "stats")
+    relevance = read_meta(args.inputs[0]).get("kind") == "relevance"
+    kind: type[LanguageSums] = RelevanceStats if relevance else ActivationStats
+    check_output(args.output, args.inputs, kind="relevance" if relevance else "stats")
     seen: dict[Path, str] = {}
     for path in args.inputs:
         if Path(path).resolve() in seen:

@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from langneurons.core.artifacts import read_meta, write_atomic
 from langneurons.core.errors import LangNeuronsError
 from langneurons.report import findings
 from langneurons.tasks.results import DEMO_KIND, FALLBACK_KIND, FORCING_KIND, RESULTS_KIND
+
+if TYPE_CHECKING:
+    from langneurons.steering.calibration import Calibration
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -218,7 +221,9 @@ class _State:
             raise LangNeuronsError(f"not valid JSON ({e})") from None
         if not isinstance(data, dict):
             raise LangNeuronsError(f"JSON holds a {type(data).__name__}, not an object")
-        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+        settings = data.get("settings")
+        if not isinstance(settings, dict):
+            settings = {}
         kind = data.get("kind") or _legacy_kind(data, settings)
         if kind == RESULTS_KIND:
             from langneurons.tasks.results import read_results
@@ -496,7 +501,7 @@ class _State:
         self.samples.clear()
 
     def _calibration_section(self, doc: _Doc, item: _Item) -> None:
-        cal = item.data
+        cal: Calibration = item.data
         doc.heading(3, item.rel)
         meta = dict(cal.meta)
         meta.pop("statistics", None)
