@@ -114,3 +114,9 @@ def test_calibrate_and_forcing_on_a_questions_file(files, capsys):
     samples = [json.loads(line) for line in (root / "fq" / "forcing_samples.jsonl").read_text().splitlines()]
     dev_en = [r["question"] for r in rows if r["lang"] == "en" and r.get("split") == "dev"]
     assert sorted({s["prompt"] for s in samples}) == sorted(f"Q: {q}\nA:" for q in dev_en)
+    only_dev = root / "questions_dev.jsonl"  # no eval questions: the eval split is empty
+    only_dev.write_text("".join(json.dumps({**r, "split": "dev"}, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", "forcing", *common, "--sources", "en", "--targets", "ru", "--questions-file",
+                 str(only_dev), "--split", "eval", "--quiet", "--output-dir", str(root / "fq_empty")]) == 2
+    assert "no questions for 'en' in this split (eval)" in capsys.readouterr().err

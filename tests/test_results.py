@@ -18,7 +18,7 @@ def test_sample_log_resumes_and_skips_written_rows(tmp_path):
     again = SampleLog(path, ["lang", "i"], {"alpha": 1})
     assert len(again) == 2
     assert {"lang": "fr", "i": 1} in again and {"lang": "de", "i": 0} not in again
-    assert again.get({"lang": "fr", "i": 0})["out"] == "a"
+    assert again[{"lang": "fr", "i": 0}]["out"] == "a"
     again.add([{"lang": "de", "i": 0, "out": "c"}])
     rows = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
     assert [r["out"] for r in rows] == ["a", "b", "c"]

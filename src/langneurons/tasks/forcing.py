@@ -218,6 +218,9 @@ def _questions(lang: str, split: str, question_set: Mapping[str, Sequence[str]] 
         return questions(lang, split)
     if lang not in question_set:
         raise LangNeuronsError(f"the question set has no language '{lang}'; it has {', '.join(question_set)}")
+    if not question_set[lang]:
+        raise LangNeuronsError(f"the question set has no questions for '{lang}' in this split ({split}); add some "
+                               "or choose another split")
     return list(question_set[lang])
 
 

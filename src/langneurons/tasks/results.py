@@ -114,9 +114,9 @@ class SampleLog:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows.values())
 
-    def get(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The stored row with the same key as `row`, if any."""
-        return self.rows.get(self.key(row))
+    def __getitem__(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored row with the same key as `row` (KeyError if there is none)."""
+        return self.rows[self.key(row)]
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (and flush), replacing none: rows already present are skipped."""

@@ -127,7 +127,7 @@ def run_translation(
     start = time.perf_counter()
     _generate_jobs(model, tokenizer, jobs, log, lid, neurons, stats, decoding, progress)
     seconds = time.perf_counter() - start
-    samples = [log.rows[log.key(row)] for row in wanted]  # every wanted row is logged by now
+    samples = [log[row] for row in wanted]  # every wanted row is logged by now
     summary = _summary(samples, pairs, plan is not None)
     summary["generated"] = {"rows": len(jobs), "reused": len(wanted) - len(jobs), "seconds": round(seconds, 1)}
     meta = run_metadata(model, "translation", {**settings, "pairs": [f"{s}-{t}" for s, t in pairs], "n": n,
