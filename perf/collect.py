@@ -6,6 +6,8 @@ Prints:
   collect / naive     over a naive loop: full model with its LM head, one window at a time, Python hooks that
                       reduce each layer to counts and sums on the spot (target >= 3)
   peak memory         of `collect_stats` (a fresh process each) for two corpus sizes (target: the same)
+  window stream       memory a local corpus's window stream holds when collection starts (it counts the tokens
+                      for the progress bar first), for two corpus sizes, tokenizer only (target: no growth)
 
 Run: python perf/collect.py [--windows 8] [--repeats 3]
 """
@@ -96,16 +98,43 @@ def child_memory(tokens: int) -> None:
     print(json.dumps({"tokens": tokens, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def child_windows(repeats: int) -> None:
+    """Print the growth of resident memory from before a local corpus's window stream is set up to when its first
+    window would go to the model (the token count for the progress bar is done by then)."""
+    from transformers import AutoTokenizer
+
+    from langneurons.core.models import embedded_model_dir
+    from langneurons.stats.collect import language_windows
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir("gemma-3-270m"))
+    docs = list(ln.udhr(["en"], heldout_every=0).documents("en"))
+    corpus = ln.from_texts({"en": docs * repeats}, heldout_every=0)
+    before = _rss_mib()
+    _, bar = language_windows(tok, corpus, "en", "train", 512, None, "count", False)
+    print(json.dumps({"tokens": bar.total, "growth_mib": _rss_mib() - before}))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", type=int, default=8, help="512-token windows per measurement")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3, help="rounds; each round times every method once")
     ap.add_argument("--memory-tokens", default="4000,16000", help="two corpus sizes for the memory check")
+    ap.add_argument("--window-repeats", default="500,5000",
+                    help="two local corpus sizes (repeats of the English UDHR) for the window stream check")
     ap.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-windows", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_memory:
         child_memory(args.child_memory)
+        return
+    if args.child_windows:
+        child_windows(args.child_windows)
         return
     model, tok = ln.load_model("gemma-3-270m")
     wins = windows(tok, args.windows, 512)
@@ -136,6 +165,12 @@ def main() -> None:
         print(f"peak memory, {n:6d} tokens: {peaks[-1]['peak_mib']:.0f} MiB")
     print(f"peak memory ratio (larger / smaller corpus) = {peaks[-1]['peak_mib'] / peaks[0]['peak_mib']:.3f} "
           "(target: 1.0)")
+    for n in (int(x) for x in args.window_repeats.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--child-windows", str(n)], capture_output=True, text=True,
+                             check=True)
+        grown = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"window stream, {grown['tokens']:9d} tokens: +{grown['growth_mib']:.0f} MiB when collection starts "
+              "(target: no growth)")
 
 
 if __name__ == "__main__":
