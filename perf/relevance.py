@@ -21,22 +21,12 @@ import statistics
 import time
 
 import torch
+from collect import windows  # perf/collect.py: the same UDHR windows
 
 import langneurons as ln
 from langneurons.core.lrp import attnlrp
 from langneurons.core.sites import find_sites
-from langneurons.data.windows import pack_windows
 from langneurons.stats.relevance import RelevanceRecorder, frozen
-
-LANGS = ["en", "de", "ru", "zh", "ar", "hi"]
-
-
-def udhr_windows(tok, n: int, window: int) -> list[torch.Tensor]:
-    corpus = ln.udhr(LANGS, heldout_every=0)
-    out: list[torch.Tensor] = []
-    for lang in LANGS:
-        out += [w for w in pack_windows(tok, corpus.documents(lang), window) if len(w) == window]
-    return out[:n]
 
 
 def tiny_model(window: int):
@@ -102,7 +92,7 @@ def main() -> None:
         wins = list(torch.randint(3, model.config.vocab_size, (args.windows, args.window), generator=gen))
     else:
         model, tok = ln.load_model("gemma-3-270m")
-        wins = udhr_windows(tok, args.windows, args.window)
+        wins = windows(tok, args.windows, args.window)
     batches = [torch.stack(wins[i : i + args.batch_size]) for i in range(0, len(wins), args.batch_size)]
     tokens = sum(len(w) - 1 for w in wins)
     sites = find_sites(model)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import SAMPLE, TINY_CONFIGS, capture, make_tiny, tiny_tokenizer
+from tiny import SAMPLE, TINY_CONFIGS, Interrupting, capture, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.core.artifacts import load_tensors, save_tensors
@@ -91,19 +91,6 @@ def test_languages_collected_apart_merge_exactly():
     assert parts.languages == whole.languages
     for name in ("n_tokens", "over_zero", "sum", "sum_sq"):
         assert torch.equal(getattr(parts, name), getattr(whole, name)), name
-
-
-class Interrupting:
-    """A document source that raises KeyboardInterrupt after `after` documents while `armed`."""
-
-    def __init__(self, docs, after):
-        self.docs, self.after, self.armed = docs, after, True
-
-    def __call__(self):
-        for i, doc in enumerate(self.docs):
-            if self.armed and i == self.after:
-                raise KeyboardInterrupt
-            yield doc
 
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import SAMPLE, make_tiny, tiny_tokenizer
+from tiny import SAMPLE, Interrupting, make_tiny, tiny_tokenizer
 
 import langneurons as ln
 from langneurons.cli.main import main
@@ -127,19 +127,6 @@ def test_languages_collected_apart_merge_exactly_and_save_load(tmp_path):
         ln.ActivationStats.load(tmp_path / "r.safetensors")
     with pytest.raises(ln.LangNeuronsError, match="cannot merge relevance of 'tiny-llama' and 'tiny-gpt2'"):
         whole + collect_relevance(tiny("gpt2"), tok, corpus.select(["en"]), max_tokens=15, **ARGS)
-
-
-class Interrupting:
-    """A document source that raises KeyboardInterrupt after `after` documents while `armed`."""
-
-    def __init__(self, docs, after):
-        self.docs, self.after, self.armed = docs, after, True
-
-    def __call__(self):
-        for i, doc in enumerate(self.docs):
-            if self.armed and i == self.after:
-                raise KeyboardInterrupt
-            yield doc
 
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 
 import pytest
@@ -134,3 +135,16 @@ def capture(model, modules, input_ids: torch.Tensor, inputs: bool = False) -> li
         for h in handles:
             h.remove()
     return [seen[i] for i in range(len(modules))]
+
+
+class Interrupting:
+    """A document source that raises KeyboardInterrupt after `after` documents while `armed`."""
+
+    def __init__(self, docs: list[str], after: int):
+        self.docs, self.after, self.armed = docs, after, True
+
+    def __call__(self) -> Iterator[str]:
+        for i, doc in enumerate(self.docs):
+            if self.armed and i == self.after:
+                raise KeyboardInterrupt
+            yield doc
