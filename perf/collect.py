@@ -89,6 +89,20 @@ def timed(fn, model, batches) -> float:
     return time.perf_counter() - start
 
 
+def compare_speeds(methods: dict, model, batches, repeats: int, tokens: int) -> dict[str, float]:
+    """Time every method `repeats` times, interleaved and rotated so that drifting load and order hit every method
+    alike; print each one's throughput and return its best time in seconds."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(methods[name], model, batches))
+    best = {k: min(v) for k, v in times.items()}
+    for name, t in best.items():
+        print(f"{name:10s} {tokens / t:8.1f} tok/s  (best of {repeats}; median {statistics.median(times[name]):.2f} s)")
+    return best
+
+
 def child_memory(tokens: int) -> None:
     """Run collect_stats over `tokens` tokens of one language and print the process's peak RSS (MiB)."""
     model, tok = ln.load_model("gemma-3-270m")
@@ -144,16 +158,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     bare(model, batches[:1])  # warm-up
     methods = {"bare": bare, "collect": collect, "hooks-only": collect_full, "naive": naive}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    names = list(methods)
-    for r in range(args.repeats):  # interleaved and rotated, so drifting load and order hit every method alike
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn = methods[name]
-            times[name].append(timed(fn, model, batches))
-    best = {k: min(v) for k, v in times.items()}
-    for name, t in best.items():
-        median = statistics.median(times[name])
-        print(f"{name:10s} {tokens / t:8.1f} tok/s  (best of {args.repeats}; median {median:.2f} s)")
+    best = compare_speeds(methods, model, batches, args.repeats, tokens)
     print(f"collect / bare   = {best['bare'] / best['collect']:.3f}   (target >= 0.97)")
     print(f"  (hooks without the early exit after the last site: {best['bare'] / best['hooks-only']:.3f})")
     print(f"collect / naive  = {best['naive'] / best['collect']:.2f}    (target >= 3)")

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import statistics
-import time
 
 import torch
-from collect import windows  # perf/collect.py: the same UDHR windows
+from collect import compare_speeds, windows  # perf/collect.py: the same windows and timing
 
 import langneurons as ln
 from langneurons.core.lrp import attnlrp
@@ -72,12 +70,6 @@ def relevance(model, batches, rule: str = "grad_x_input") -> None:
         rec.take()
 
 
-def timed(fn, model, batches) -> float:
-    start = time.perf_counter()
-    fn(model, batches)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", type=int, default=4, help="windows per measurement")
@@ -102,15 +94,7 @@ def main() -> None:
     plain(model, batches[:1])  # warm-up
     methods = {"plain": plain, "relevance": relevance, "attnlrp": functools.partial(relevance, rule="attnlrp"),
                "train": train_step}
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    names = list(methods)
-    for r in range(args.repeats):  # interleaved and rotated, so drifting load and order hit every method alike
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(timed(methods[name], model, batches))
-    best = {k: min(v) for k, v in times.items()}
-    for name, t in best.items():
-        median = statistics.median(times[name])
-        print(f"{name:10s} {tokens / t:8.1f} tok/s  (best of {args.repeats}; median {median:.2f} s)")
+    best = compare_speeds(methods, model, batches, args.repeats, tokens)
     print(f"relevance / plain = {best['plain'] / best['relevance']:.3f}   (target >= 0.9)")
     print(f"attnlrp / plain = {best['plain'] / best['attnlrp']:.3f}   (target >= 0.8)")
     print(f"relevance / train = {best['train'] / best['relevance']:.3f}")
