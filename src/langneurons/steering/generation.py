@@ -79,7 +79,8 @@ class Decoding:
     prompt_format: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.batch_size < 1 or (self.max_batch_tokens or 1) < 1:
+        if self.max_new_tokens < 1 or self.batch_size < 1 or (self.max_batch_tokens is not None
+                                                              and self.max_batch_tokens < 1):
             raise LangNeuronsError(f"{self}: max_new_tokens, batch_size and max_batch_tokens must be positive")
         if not self.repetition_penalty > 0:
             raise LangNeuronsError(f"repetition_penalty={self.repetition_penalty}; give a positive number")
