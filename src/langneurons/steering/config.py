@@ -143,6 +143,16 @@ class SteeringConfig:
 
         return lape_at_share(stats, self.top_rate)
 
+    def drop_deactivations_without_neurons(self, neurons: NeuronSet | None) -> bool:
+        """Leave out the deactivated languages that `neurons` holds no neurons for (at a small share a language
+        may have none: there is nothing to deactivate); whether any was left out."""
+        if neurons is None:
+            return False
+        kept = {lang: v for lang, v in self.deactivate.items() if lang in neurons.languages and neurons.count(lang)}
+        left_out = len(kept) < len(self.deactivate)
+        self.deactivate = kept
+        return left_out
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -162,8 +162,7 @@ def run_forcing(
                 continue  # this setting cannot steer towards `target`: it is not a candidate for it
             for source in sources:
                 config = setting.config(source, target)
-                if chosen is not None and source in config.deactivate and _size(chosen, source) == 0:
-                    config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
+                if config.drop_deactivations_without_neurons(chosen):
                     unsourced.setdefault(source, {})[label] = None
                 for i in range(len(prompts_of[source])):
                     jobs.append((label, source, target, i, config))

@@ -165,8 +165,7 @@ def _config(plan: dict[str, ForcingSetting] | None, neurons: NeuronSet | None, s
     if config.method != "residual" and (target not in chosen.languages or chosen.count(target) == 0):
         raise LangNeuronsError(f"the neuron set has no neurons for target '{target}'; "
                                "use a set that has (a larger top_rate) or leave the pair out")
-    if config.deactivate and (source not in chosen.languages or chosen.count(source) == 0):
-        config.deactivate = {}  # the source has no neurons at this share: nothing to deactivate
+    config.drop_deactivations_without_neurons(chosen)
     return config
 
 
