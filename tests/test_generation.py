@@ -10,7 +10,7 @@ from tiny import SAMPLE, make_tiny, tiny_tokenizer
 import langneurons as ln
 from langneurons.steering import edits as steering
 from langneurons.steering.config import SteeringConfig
-from langneurons.steering.generation import StopOnStrings, generate, token_batches
+from langneurons.steering.generation import Decoding, StopOnStrings, generate, token_batches
 
 PROMPTS = ["Q: The quick brown fox?\nA:", "Q: Все люди?\nA:", "Q: 人人?\nA:", "Q: Le chat dort?\nA:",
            "Q: Der Hund schläft?\nA:"]
@@ -103,3 +103,9 @@ def test_a_table_holds_only_the_edited_neurons(setup):
             scale, shift = s.tables.get(layer, (torch.ones(48), torch.zeros(48)))
             assert torch.equal(scales[k], scale[columns]) and torch.equal(shifts[k], shift[columns])
         assert torch.equal(scales[0], torch.ones(len(columns))) and torch.equal(shifts[0], torch.zeros(len(columns)))
+
+
+@pytest.mark.parametrize("field", ["max_new_tokens", "batch_size", "max_batch_tokens"])
+def test_decoding_refuses_a_zero_budget(field):
+    with pytest.raises(ln.LangNeuronsError, match="must be positive"):
+        Decoding(**{field: 0})
